@@ -1,0 +1,240 @@
+//! `atelier bench dispatch`: how fast the job system itself moves jobs, with a real
+//! store, real gRPC and real worker agents (in this process) running no-op jobs.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use atelier_coordinator::spec::{JobSpec, Requirements};
+use atelier_coordinator::CoordinatorConfig;
+use atelier_worker::agent::{Agent, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{CliError, CliResult};
+use crate::settings::Settings;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Bench {
+    /// Submit, lease and complete no-op jobs; print throughput and latency
+    Dispatch(DispatchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DispatchArgs {
+    /// Jobs for the throughput run
+    #[arg(long, default_value_t = 10_000)]
+    pub jobs: usize,
+    /// Worker agents (each runs one job at a time)
+    #[arg(long, default_value_t = 8)]
+    pub workers: usize,
+    /// Stores to measure
+    #[arg(long, value_delimiter = ',', default_values_t = ["postgres".to_string(), "sqlite".to_string()])]
+    pub stores: Vec<String>,
+    /// PostgreSQL server; a scratch database is created on it and dropped after
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub postgres_url: String,
+    /// Single-job submissions for the latency run
+    #[arg(long, default_value_t = 200)]
+    pub latency_jobs: usize,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Bench {
+    pub async fn exec(self, settings: Settings) -> CliResult {
+        match self {
+            Bench::Dispatch(a) => a.exec(settings).await,
+        }
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Figures {
+    store: String,
+    jobs: usize,
+    workers: usize,
+    submit_jobs_per_s: f64,
+    lease_complete_jobs_per_s: f64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+    latency_max_ms: f64,
+}
+
+fn noop_jobs(n: usize, prefix: &str) -> Vec<JobSpec> {
+    (0..n)
+        .map(|i| JobSpec {
+            name: format!("{prefix}{i}"),
+            kind: "noop".into(),
+            params: serde_json::json!({}),
+            priority: 0,
+            max_attempts: 3,
+            requires: Requirements {
+                gpus: 0,
+                gpu_mem_gb: 0.0,
+                backend: "any".into(),
+                labels: Default::default(),
+            },
+            needs: Vec::new(),
+            sweep_point: None,
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+impl DispatchArgs {
+    pub async fn exec(self, _settings: Settings) -> CliResult {
+        let mut all = Vec::new();
+        for store in &self.stores {
+            let figures = match store.as_str() {
+                "postgres" => {
+                    let (url, admin, db) = scratch_postgres(&self.postgres_url).await?;
+                    let r = self.run(store, &url).await;
+                    drop_postgres(&admin, &db).await;
+                    r?
+                }
+                "sqlite" => {
+                    let dir = tempfile::tempdir()?;
+                    let url = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
+                    self.run(store, &url).await?
+                }
+                other => return Err(CliError::invalid(format!("--stores: unknown store `{other}` (postgres, sqlite)"))),
+            };
+            if !self.json {
+                println!(
+                    "{:<9} {} jobs, {} workers: submit {:>8.0} jobs/s | lease+complete {:>7.0} jobs/s | submit-to-start p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                    figures.store, figures.jobs, figures.workers, figures.submit_jobs_per_s,
+                    figures.lease_complete_jobs_per_s, figures.latency_p50_ms, figures.latency_p99_ms, figures.latency_max_ms
+                );
+            }
+            all.push(figures);
+        }
+        if self.json {
+            crate::output::print_json(&all);
+        }
+        Ok(())
+    }
+
+    async fn run(&self, store: &str, database_url: &str) -> CliResult<Figures> {
+        let data = tempfile::tempdir()?;
+        let config = CoordinatorConfig {
+            database_url: database_url.to_string(),
+            redis_url: None,
+            artifact_dir: data.path().join("artifacts"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            lease_ttl: Duration::from_secs(30),
+        };
+        let running = atelier_coordinator::server::start(config).await.map_err(|e| CliError::failure(e.to_string()))?;
+        let c = running.coordinator.clone();
+        let url = format!("http://{}", running.addr);
+
+        // 1. submit throughput: one experiment of N jobs over gRPC, no worker yet
+        let mut api = atelier_worker::client::user_api(
+            atelier_worker::client::channel(&url).map_err(CliError::failure)?,
+        );
+        let request = v1_request("bench", &noop_jobs(self.jobs, "j"));
+        let t0 = Instant::now();
+        api.submit(request).await?;
+        let submit_s = t0.elapsed().as_secs_f64();
+
+        // 2. lease + complete throughput: start the workers, wait for all to succeed
+        let shutdown = CancellationToken::new();
+        for i in 0..self.workers {
+            let agent = Agent::new(WorkerConfig {
+                coordinator_url: url.clone(),
+                name: format!("bench-{i}"),
+                backend: "cpu".into(),
+                gpus: Vec::new(),
+                labels: HashMap::new(),
+                cpu_slots: 1,
+                work_dir: data.path().join("work"),
+            })
+            .map_err(CliError::failure)?;
+            tokio::spawn(agent.run(shutdown.child_token()));
+        }
+        let t1 = Instant::now();
+        loop {
+            let exps = c.store.list_experiments(Some("bench")).await.map_err(|e| CliError::failure(e.to_string()))?;
+            let done = exps.iter().map(|e| e.counts.get("succeeded").copied().unwrap_or(0)).sum::<i64>();
+            if done as usize >= self.jobs {
+                break;
+            }
+            if t1.elapsed() > Duration::from_secs(600) {
+                return Err(CliError::failure(format!("only {done} of {} jobs finished in 10 minutes", self.jobs)));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let drain_s = t1.elapsed().as_secs_f64();
+
+        // 3. latency: idle workers long-poll; single-job submissions, one at a time
+        let mut ids = Vec::new();
+        for i in 0..self.latency_jobs {
+            let r = api.submit(v1_request(&format!("latency-{i}"), &noop_jobs(1, "l"))).await?.into_inner();
+            ids.extend(r.job_ids);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut latencies = Vec::new();
+        for id in ids {
+            let job = loop {
+                let j = c.store.get_job(id).await.map_err(|e| CliError::failure(e.to_string()))?;
+                if j.started_at.is_some() {
+                    break j;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            latencies.push((job.started_at.unwrap_or(0) - job.created_at) as f64);
+        }
+        latencies.sort_by(f64::total_cmp);
+        shutdown.cancel();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        running.stop().await;
+        Ok(Figures {
+            store: store.to_string(),
+            jobs: self.jobs,
+            workers: self.workers,
+            submit_jobs_per_s: self.jobs as f64 / submit_s,
+            lease_complete_jobs_per_s: self.jobs as f64 / drain_s,
+            latency_p50_ms: percentile(&latencies, 0.5),
+            latency_p99_ms: percentile(&latencies, 0.99),
+            latency_max_ms: latencies.last().copied().unwrap_or(f64::NAN),
+        })
+    }
+}
+
+fn v1_request(name: &str, jobs: &[JobSpec]) -> atelier_proto::v1::SubmitRequest {
+    let exp = atelier_coordinator::spec::ExperimentSpec {
+        name: name.to_string(),
+        description: None,
+        jobs: jobs.to_vec(),
+        source: String::new(),
+    };
+    super::submit::to_request(&exp)
+}
+
+/// Creates a scratch database on the server; returns (its url, admin url, name).
+pub async fn scratch_postgres(admin: &str) -> CliResult<(String, String, String)> {
+    use sqlx::Connection;
+    let name = format!("atelier_bench_{:08x}", rand::random::<u32>());
+    let mut conn = sqlx::PgConnection::connect(admin)
+        .await
+        .map_err(|e| CliError::failure(format!("cannot connect to PostgreSQL at `{admin}`: {e}")))?;
+    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+        .await
+        .map_err(|e| CliError::failure(format!("cannot create database {name}: {e}")))?;
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+    Ok((format!("{base}/{name}"), admin.to_string(), name))
+}
+
+async fn drop_postgres(admin: &str, name: &str) {
+    use sqlx::Connection;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
+        let _ = sqlx::Executor::execute(&mut conn, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
+    }
+}

@@ -1,0 +1,78 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use atelier_coordinator::CoordinatorConfig;
+
+use crate::error::{CliError, CliResult};
+use crate::settings::Settings;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address to listen on (setting `listen`)
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// postgres://… or sqlite://… (setting `database_url`; default SQLite in data_dir)
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Publish events through Redis (setting `redis_url`)
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// Seconds a lease lives without a heartbeat (setting `lease_ttl_secs`)
+    #[arg(long)]
+    pub lease_ttl: Option<f64>,
+    /// Artifact directory (setting `artifact_dir`)
+    #[arg(long)]
+    pub artifact_dir: Option<String>,
+}
+
+impl Args {
+    pub fn config(&self, mut s: Settings) -> CliResult<CoordinatorConfig> {
+        if let Some(v) = &self.listen {
+            s.listen = v.clone();
+        }
+        if let Some(v) = &self.database_url {
+            s.database_url = v.clone();
+        }
+        if let Some(v) = &self.redis_url {
+            s.redis_url = v.clone();
+        }
+        if let Some(v) = self.lease_ttl {
+            s.lease_ttl_secs = v;
+        }
+        if let Some(v) = &self.artifact_dir {
+            s.artifact_dir = v.clone();
+        }
+        let listen: SocketAddr = s
+            .listen
+            .parse()
+            .map_err(|e| CliError::invalid(format!("listen `{}`: {e}", s.listen)))?;
+        if !(0.1..=86_400.0).contains(&s.lease_ttl_secs) {
+            return Err(CliError::invalid(format!(
+                "lease_ttl_secs {} is out of range (0.1..=86400)",
+                s.lease_ttl_secs
+            )));
+        }
+        std::fs::create_dir_all(&s.data_dir).map_err(|e| {
+            CliError::failure(format!("cannot create data_dir `{}`: {e}", s.data_dir.display()))
+        })?;
+        Ok(CoordinatorConfig {
+            database_url: s.database_url(),
+            redis_url: s.redis_url(),
+            artifact_dir: s.artifact_dir(),
+            listen,
+            lease_ttl: Duration::from_secs_f64(s.lease_ttl_secs),
+        })
+    }
+
+    pub async fn exec(self, settings: Settings) -> CliResult {
+        let config = self.config(settings)?;
+        let running = atelier_coordinator::server::start(config)
+            .await
+            .map_err(|e| CliError::failure(e.to_string()))?;
+        eprintln!("atelier coordinator listening on {}", running.addr);
+        running
+            .wait()
+            .await
+            .map_err(|e| CliError::failure(e.to_string()))
+    }
+}

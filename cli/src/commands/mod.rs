@@ -1,0 +1,94 @@
+//! One module per verb; `Command` dispatches.
+
+mod bench;
+mod cancel;
+mod coordinator;
+mod experiments;
+mod jobs;
+mod logs;
+mod priority;
+mod pull;
+mod retry;
+mod show;
+mod submit;
+mod up;
+mod watch;
+mod worker;
+mod workers;
+
+use clap::Subcommand;
+
+use crate::error::{CliError, CliResult};
+use crate::settings::Settings;
+use atelier_worker::client::{self, UserApi};
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the coordinator service
+    Coordinator(coordinator::Args),
+    /// Run a worker agent that leases and runs jobs
+    Worker(worker::Args),
+    /// Run a coordinator and a worker in one process (embedded defaults)
+    Up(up::Args),
+    /// Submit an experiment file (YAML)
+    Submit(submit::Args),
+    /// List experiments with job counts
+    Experiments(experiments::Args),
+    /// List jobs
+    Jobs(jobs::Args),
+    /// Show one job: state, attempts, artifacts, and why it has not started
+    Show(show::Args),
+    /// Follow jobs live (a table on a terminal, event lines otherwise)
+    Watch(watch::Args),
+    /// Print a job's log lines
+    Logs(logs::Args),
+    /// Cancel a job or a whole experiment
+    Cancel(cancel::Args),
+    /// Re-queue failed or cancelled jobs
+    Retry(retry::Args),
+    /// Change the priority of a job or of an experiment's jobs
+    Priority(priority::Args),
+    /// Download a job's artifacts and check their sha256
+    Pull(pull::Args),
+    /// List workers and what they run
+    Workers(workers::Args),
+    /// Benchmarks
+    #[command(subcommand)]
+    Bench(bench::Bench),
+}
+
+impl Command {
+    pub async fn exec(self, settings: Settings) -> CliResult {
+        match self {
+            Command::Coordinator(a) => a.exec(settings).await,
+            Command::Worker(a) => a.exec(settings).await,
+            Command::Up(a) => a.exec(settings).await,
+            Command::Submit(a) => a.exec(settings).await,
+            Command::Experiments(a) => a.exec(settings).await,
+            Command::Jobs(a) => a.exec(settings).await,
+            Command::Show(a) => a.exec(settings).await,
+            Command::Watch(a) => a.exec(settings).await,
+            Command::Logs(a) => a.exec(settings).await,
+            Command::Cancel(a) => a.exec(settings).await,
+            Command::Retry(a) => a.exec(settings).await,
+            Command::Priority(a) => a.exec(settings).await,
+            Command::Pull(a) => a.exec(settings).await,
+            Command::Workers(a) => a.exec(settings).await,
+            Command::Bench(b) => b.exec(settings).await,
+        }
+    }
+
+    /// Services log their progress; client commands only warnings.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self {
+            Command::Coordinator(_) | Command::Worker(_) | Command::Up(_) => "info,sqlx=warn,h2=warn,tower=warn",
+            _ => "warn",
+        }
+    }
+}
+
+/// A client of the coordinator named in the settings.
+pub fn connect(settings: &Settings) -> CliResult<UserApi> {
+    let channel = client::channel(&settings.coordinator).map_err(CliError::invalid)?;
+    Ok(client::user_api(channel))
+}

@@ -1,0 +1,90 @@
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use atelier_proto::v1;
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio_stream::StreamExt;
+
+use crate::error::{CliError, CliResult, Exit};
+use crate::output::{bytes, print_json};
+use crate::settings::Settings;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Job number
+    pub job: String,
+    /// Folder to write into (default: ./<job name>)
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Only this artifact (by name)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Args {
+    pub async fn exec(self, settings: Settings) -> CliResult {
+        let job_id = crate::refs::job_id(&self.job)?;
+        let mut api = super::connect(&settings)?;
+        let r = api.get_job(v1::GetJobRequest { job_id }).await?.into_inner();
+        let job = r.job.unwrap_or_default();
+        let artifacts: Vec<v1::Artifact> = r
+            .artifacts
+            .into_iter()
+            .filter(|a| self.name.as_ref().is_none_or(|n| &a.name == n))
+            .collect();
+        if artifacts.is_empty() {
+            return Err(CliError::new(Exit::NotFound, format!("job {job_id} `{}` has no artifacts{}", job.name,
+                self.name.as_ref().map(|n| format!(" named `{n}`")).unwrap_or_default())));
+        }
+        let dir = self.output.clone().unwrap_or_else(|| PathBuf::from(&job.name));
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| CliError::failure(format!("cannot create `{}`: {e}", dir.display())))?;
+        let show_bar = std::io::stderr().is_terminal() && !self.json;
+        let mut pulled = Vec::new();
+        for a in &artifacts {
+            let dest = dir.join(&a.name);
+            let partial = dir.join(format!(".{}.partial", a.name));
+            let bar = if show_bar { ProgressBar::new(a.size) } else { ProgressBar::hidden() };
+            bar.set_style(ProgressStyle::with_template("{msg:24} {bar:40} {bytes}/{total_bytes} {bytes_per_sec}").unwrap());
+            bar.set_message(a.name.clone());
+            let mut stream = api
+                .download(v1::DownloadRequest { what: Some(v1::download_request::What::ArtifactId(a.id)) })
+                .await?
+                .into_inner();
+            let mut file = tokio::fs::File::create(&partial).await?;
+            let mut hasher = Sha256::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                hasher.update(&chunk.data);
+                file.write_all(&chunk.data).await?;
+                bar.inc(chunk.data.len() as u64);
+            }
+            file.flush().await?;
+            drop(file);
+            bar.finish_and_clear();
+            let got = hex::encode(hasher.finalize());
+            if got != a.sha256 {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(CliError::new(Exit::JobsFailed, format!(
+                    "`{}` of job {job_id}: downloaded bytes have sha256 {got}, expected {}; nothing written",
+                    a.name, a.sha256
+                )));
+            }
+            tokio::fs::rename(&partial, &dest).await?;
+            if !self.json {
+                println!("{}  {}  {} (sha256 verified)", a.sha256, dest.display(), bytes(a.size));
+            }
+            pulled.push(serde_json::json!({
+                "name": a.name, "path": dest, "size": a.size, "sha256": a.sha256, "verified": true,
+            }));
+        }
+        if self.json {
+            print_json(&pulled);
+        }
+        Ok(())
+    }
+}

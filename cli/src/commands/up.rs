@@ -1,0 +1,39 @@
+use atelier_worker::agent::Agent;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{CliError, CliResult};
+use crate::settings::Settings;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub coordinator: super::coordinator::Args,
+    #[command(flatten)]
+    pub worker: super::worker::Args,
+}
+
+impl Args {
+    pub async fn exec(self, mut settings: Settings) -> CliResult {
+        let config = self.coordinator.config(settings.clone())?;
+        let running = atelier_coordinator::server::start(config)
+            .await
+            .map_err(|e| CliError::failure(e.to_string()))?;
+        settings.coordinator = format!("http://{}", running.addr);
+        let agent = Agent::new(self.worker.worker_config(&settings)?).map_err(CliError::invalid)?;
+        eprintln!(
+            "atelier is up: coordinator on {}, worker {} ({}); Ctrl-C stops both",
+            running.addr,
+            agent.id(),
+            self.worker.backend
+        );
+        let shutdown = CancellationToken::new();
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            s.cancel();
+        });
+        agent.run(shutdown).await;
+        running.stop().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,77 @@
+use std::collections::HashMap;
+
+use atelier_worker::agent::{Agent, WorkerConfig};
+use atelier_worker::resources;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{CliError, CliResult};
+use crate::settings::Settings;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// GPUs this worker may use, e.g. 0,1 (default: all that nvidia-smi lists for cuda)
+    #[arg(long, value_delimiter = ',')]
+    pub gpus: Option<Vec<u32>>,
+    /// Compute backend this worker runs models on
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    pub backend: String,
+    /// Label jobs can ask for, k=v (repeatable)
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
+    /// Name shown in `atelier workers` (default: host name)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Jobs needing no GPU that may run at once
+    #[arg(long, default_value_t = 1)]
+    pub slots: u32,
+    /// Memory to assume for a GPU that nvidia-smi cannot read
+    #[arg(long, default_value_t = 0.0)]
+    pub gpu_memory_gb: f64,
+}
+
+impl Args {
+    pub fn worker_config(&self, settings: &Settings) -> CliResult<WorkerConfig> {
+        let mut labels = HashMap::new();
+        for l in &self.labels {
+            let (k, v) = l
+                .split_once('=')
+                .ok_or_else(|| CliError::invalid(format!("--label `{l}`: expected K=V")))?;
+            labels.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        let gpus = if self.backend == "cuda" || self.gpus.is_some() {
+            let detected = resources::detect_gpus();
+            resources::select_gpus(self.gpus.as_deref(), &detected, self.gpu_memory_gb)
+                .map_err(CliError::invalid)?
+        } else {
+            Vec::new()
+        };
+        if self.backend == "cuda" && gpus.is_empty() {
+            return Err(CliError::invalid(
+                "--backend cuda: no GPU found (nvidia-smi lists none); name them with --gpus",
+            ));
+        }
+        Ok(WorkerConfig {
+            coordinator_url: settings.coordinator.clone(),
+            name: self.name.clone().unwrap_or_else(resources::host_name),
+            backend: self.backend.clone(),
+            gpus,
+            labels,
+            cpu_slots: self.slots,
+            work_dir: settings.data_dir.join("work"),
+        })
+    }
+
+    pub async fn exec(self, settings: Settings) -> CliResult {
+        let config = self.worker_config(&settings)?;
+        let agent = Agent::new(config).map_err(CliError::invalid)?;
+        eprintln!("atelier worker {} → {}", agent.id(), settings.coordinator);
+        let shutdown = CancellationToken::new();
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            s.cancel();
+        });
+        agent.run(shutdown).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,103 @@
+//! Settings: built-in defaults, then `atelier.toml` (or the file named by `--config`
+//! / `ATELIER_CONFIG`), then `ATELIER_*` environment variables, then flags.
+//! With none of them, everything is embedded: SQLite and artifacts under `data_dir`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where the embedded database, artifacts and job folders live.
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://…`; default: SQLite in `data_dir`.
+    pub database_url: String,
+    /// Publish events through Redis when set.
+    pub redis_url: String,
+    /// Artifact directory; default `data_dir/artifacts`.
+    pub artifact_dir: String,
+    /// Address the coordinator listens on.
+    pub listen: String,
+    /// The coordinator that CLI commands and workers talk to.
+    pub coordinator: String,
+    /// Seconds a lease lives without a heartbeat.
+    pub lease_ttl_secs: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: default_data_dir(),
+            database_url: String::new(),
+            redis_url: String::new(),
+            artifact_dir: String::new(),
+            listen: "127.0.0.1:7878".into(),
+            coordinator: "http://127.0.0.1:7878".into(),
+            lease_ttl_secs: 30.0,
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Ok(x) = std::env::var("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("atelier");
+    }
+    match std::env::var("HOME") {
+        Ok(h) => PathBuf::from(h).join(".local/share/atelier"),
+        Err(_) => PathBuf::from(".atelier"),
+    }
+}
+
+impl Settings {
+    pub fn load(file: Option<&Path>) -> Result<Settings, String> {
+        let mut b = config::Config::builder();
+        let explicit = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var("ATELIER_CONFIG").ok().map(PathBuf::from));
+        match &explicit {
+            Some(f) => {
+                if !f.exists() {
+                    return Err(format!("config file `{}` does not exist", f.display()));
+                }
+                b = b.add_source(config::File::from(f.as_path()));
+            }
+            None => {
+                b = b.add_source(config::File::with_name("atelier.toml").required(false));
+            }
+        }
+        // ATELIER_CONFIG names the file; it is not a setting itself.
+        let env: std::collections::HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("ATELIER_") && k != "ATELIER_CONFIG")
+            .collect();
+        b = b.add_source(
+            config::Environment::with_prefix("ATELIER")
+                .source(Some(env))
+                .try_parsing(true)
+                .ignore_empty(true),
+        );
+        b.build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| format!("settings: {e}"))
+    }
+
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("atelier.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    pub fn artifact_dir(&self) -> PathBuf {
+        if self.artifact_dir.is_empty() {
+            self.data_dir.join("artifacts")
+        } else {
+            PathBuf::from(&self.artifact_dir)
+        }
+    }
+
+    pub fn redis_url(&self) -> Option<String> {
+        (!self.redis_url.is_empty()).then(|| self.redis_url.clone())
+    }
+}

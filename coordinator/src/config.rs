@@ -1,0 +1,30 @@
+//! What a coordinator needs to start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// `sqlite://path?mode=rwc` or `postgres://…`.
+    pub database_url: String,
+    /// Publish job events through Redis pub/sub when set; in-process otherwise.
+    pub redis_url: Option<String>,
+    pub artifact_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// How long a lease lives without a heartbeat.
+    pub lease_ttl: Duration,
+}
+
+impl CoordinatorConfig {
+    /// Workers heartbeat this often: a third of the lease, and at most every 2 s so
+    /// that a cancel reaches a running job within seconds.
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.lease_ttl / 3).clamp(Duration::from_millis(100), Duration::from_secs(2))
+    }
+
+    /// A worker not heard from for this long is shown offline.
+    pub fn worker_offline_after(&self) -> Duration {
+        self.heartbeat_interval() * 3
+    }
+}

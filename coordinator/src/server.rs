@@ -1,0 +1,97 @@
+//! Starts a coordinator: store, events, artifact store, reaper and the gRPC server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use atelier_proto::v1::atelier_server::AtelierServer;
+use atelier_proto::v1::worker_api_server::WorkerApiServer;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::artifacts::LocalBlobStore;
+use crate::config::CoordinatorConfig;
+use crate::error::{Error, Result};
+use crate::events::{EventBus, LocalBus, RedisBus};
+use crate::service::{AtelierService, Coordinator, WorkerService};
+use crate::store::Store;
+
+/// Messages up to this size; artifacts travel in much smaller chunks.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+pub struct RunningCoordinator {
+    pub addr: SocketAddr,
+    pub coordinator: Arc<Coordinator>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+    reaper: JoinHandle<()>,
+}
+
+impl RunningCoordinator {
+    /// Stops serving and waits for the server to finish.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        self.reaper.abort();
+        let _ = (&mut self.server).await;
+        self.coordinator.store.close().await;
+    }
+
+    /// Serves until the server fails or the process is stopped.
+    pub async fn wait(mut self) -> Result<()> {
+        let r = (&mut self.server).await;
+        self.reaper.abort();
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Invalid(format!("gRPC server: {e}"))),
+            Err(e) => Err(Error::Invalid(format!("gRPC server task: {e}"))),
+        }
+    }
+}
+
+pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
+    let store = Store::connect(&config.database_url).await?;
+    let extended = store
+        .extend_running_leases(config.lease_ttl.as_millis() as i64)
+        .await?;
+    if extended > 0 {
+        tracing::info!("{extended} running jobs keep their lease while their workers reconnect");
+    }
+    let events: Arc<dyn EventBus> = match &config.redis_url {
+        Some(url) if !url.is_empty() => RedisBus::connect(url).await?,
+        _ => LocalBus::new(),
+    };
+    let blobs = Arc::new(LocalBlobStore::new(&config.artifact_dir)?);
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+        Error::Invalid(format!("cannot listen on {}: {e}", config.listen))
+    })?;
+    let addr = listener.local_addr()?;
+    let coordinator = Coordinator::new(store, events, blobs, config);
+    let reaper = tokio::spawn(crate::reaper::run(coordinator.clone()));
+    let (tx, rx) = oneshot::channel::<()>();
+    let user = AtelierServer::new(AtelierService::new(coordinator.clone()))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let worker = WorkerApiServer::new(WorkerService::new(coordinator.clone()))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(user)
+            .add_service(worker)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = rx.await;
+            }),
+    );
+    tracing::info!("coordinator listening on {addr}");
+    Ok(RunningCoordinator {
+        addr,
+        coordinator,
+        shutdown: Some(tx),
+        server,
+        reaper,
+    })
+}

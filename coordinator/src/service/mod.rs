@@ -1,0 +1,77 @@
+//! The gRPC handlers. Each writes to the store in one transaction, then publishes
+//! the resulting events and wakes waiting workers.
+
+mod user;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, RwLock};
+
+use crate::artifacts::BlobStore;
+use crate::config::CoordinatorConfig;
+use crate::events::{state_event, EventBus};
+use crate::store::{StateChange, Store};
+
+/// Chunk size for artifact downloads.
+pub const CHUNK: usize = 256 * 1024;
+
+/// Shared state of the coordinator, behind both gRPC services.
+pub struct Coordinator {
+    pub store: Store,
+    pub events: Arc<dyn EventBus>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub config: CoordinatorConfig,
+    /// Woken whenever a job may have become leasable, so that long-polling workers
+    /// start it within milliseconds instead of at their next poll.
+    pub work_available: Notify,
+    /// GPU memory of each registered worker's GPUs, by worker id then GPU index:
+    /// needed on every lease, so kept in memory (refilled from the store on a miss).
+    gpu_memory: RwLock<HashMap<String, WorkerShape>>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerShape {
+    pub backend: String,
+    pub gpus: HashMap<u32, f64>,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl Coordinator {
+    pub fn new(
+        store: Store,
+        events: Arc<dyn EventBus>,
+        blobs: Arc<dyn BlobStore>,
+        config: CoordinatorConfig,
+    ) -> Arc<Coordinator> {
+        Arc::new(Coordinator {
+            store,
+            events,
+            blobs,
+            config,
+            work_available: Notify::new(),
+            gpu_memory: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Publishes state changes and wakes workers when a job went back to the queue
+    /// or one ended (which may unblock the jobs that need it).
+    pub fn announce(&self, changes: &[StateChange]) {
+        let mut wake = false;
+        for c in changes {
+            self.events.publish(state_event(c));
+            wake |= c.to != "running";
+        }
+        if wake {
+            self.work_available.notify_waiters();
+        }
+    }
+
+    pub(crate) fn ttl_ms(&self) -> i64 {
+        self.config.lease_ttl.as_millis() as i64
+    }
+}
+
+pub use user::AtelierService;
+pub use worker::WorkerService;

@@ -1,0 +1,459 @@
+//! Leases: a worker takes a job under a deadline and a lease token (a fencing number
+//! that grows on every lease of the job). Every write from a worker names its token;
+//! the store refuses writes whose token is not the job's current one.
+
+use sqlx::{Any, Transaction};
+
+use super::jobs::{change, StateChange};
+use super::rows::{format_index_list, JobRow, JOB_COLUMNS};
+use super::Store;
+use crate::clock::now_ms;
+use crate::error::{Error, Result};
+use crate::scheduler::{self, Candidate};
+
+pub use crate::scheduler::Capacity;
+
+/// A job handed to a worker.
+#[derive(Debug, Clone)]
+pub struct LeaseGrant {
+    pub job: JobRow,
+    pub gpu_indexes: Vec<u32>,
+}
+
+/// What a heartbeat says about one lease the worker holds.
+#[derive(Debug, Clone)]
+pub struct LeaseCheck {
+    pub job_id: i64,
+    pub keep_running: bool,
+    pub reason: String,
+}
+
+impl Store {
+    /// Leases up to `max_jobs` queued jobs that fit `cap`, in priority then FIFO order.
+    pub async fn lease(
+        &self,
+        worker_id: &str,
+        cap: &Capacity,
+        max_jobs: usize,
+        ttl_ms: i64,
+    ) -> Result<(Vec<LeaseGrant>, Vec<StateChange>)> {
+        if max_jobs == 0 || (cap.free_gpus.is_empty() && cap.free_cpu_slots == 0) {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        // Label matching happens in `scheduler::assign`; a worker without labels can
+        // only take jobs that ask for none, which SQL filters, so it never stalls
+        // behind a long run of jobs it cannot take.
+        let (label_filter, limit) = if cap.labels.is_empty() {
+            (" AND req_labels = '{}'", max_jobs * 2 + 2)
+        } else {
+            ("", max_jobs * 4 + 60)
+        };
+        let candidates: Vec<JobRow> = sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'queued' AND pending_needs = 0 \
+             AND req_gpus <= $1 AND (req_gpus > 0 OR $2 > 0) AND req_gpu_mem_gb <= $3 \
+             AND (req_backend = 'any' OR req_backend = $4){label_filter} \
+             ORDER BY priority DESC, id LIMIT $5 {}",
+            self.skip_locked()
+        ))
+        .bind(cap.free_gpus.len() as i64)
+        .bind(cap.free_cpu_slots as i64)
+        .bind(cap.largest_free_gpu_gb())
+        .bind(cap.backend.clone())
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        if candidates.is_empty() {
+            tx.rollback().await?;
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let offered: Vec<Candidate> = candidates
+            .iter()
+            .map(|j| Candidate {
+                id: j.id,
+                requires: j.requirements(),
+            })
+            .collect();
+        let picks = scheduler::assign(&offered, cap, max_jobs);
+        let mut grants = Vec::with_capacity(picks.len());
+        let mut changes = Vec::with_capacity(picks.len());
+        for (id, gpus) in picks {
+            let job: JobRow = sqlx::query_as(&format!(
+                "UPDATE jobs SET state = 'running', attempt = attempt + 1, \
+                 lease_token = lease_token + 1, worker_id = $1, lease_deadline = $2, \
+                 started_at = $3, gpu_indexes = $4, progress = 0, progress_message = '' \
+                 WHERE id = $5 RETURNING {JOB_COLUMNS}"
+            ))
+            .bind(worker_id)
+            .bind(now + ttl_ms)
+            .bind(now)
+            .bind(format_index_list(&gpus))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO job_attempts (job_id, lease_token, attempt, worker_id, started_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(job.id)
+            .bind(job.lease_token)
+            .bind(job.attempt)
+            .bind(worker_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let mut c = change(&job, "running", "");
+            c.from = "queued".into();
+            changes.push(c);
+            grants.push(LeaseGrant {
+                job,
+                gpu_indexes: gpus,
+            });
+        }
+        tx.commit().await?;
+        Ok((grants, changes))
+    }
+
+    /// Why a write with `token` for `job_id` is refused, or the job row if it holds.
+    fn stale_reason(job: &JobRow, token: i64) -> Option<String> {
+        if job.state != "running" {
+            let why = if job.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", job.reason)
+            };
+            return Some(format!(
+                "job {} is {}{why}; lease token {token} is no longer valid",
+                job.id, job.state
+            ));
+        }
+        if job.lease_token != token {
+            return Some(format!(
+                "lease token {token} of job {} is stale: the job was leased again (token {})",
+                job.id, job.lease_token
+            ));
+        }
+        None
+    }
+
+    /// Locks the job row and checks the token; the transaction keeps the lock.
+    async fn check_lease_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        job_id: i64,
+        token: i64,
+    ) -> Result<JobRow> {
+        let job: JobRow = sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 {}",
+            self.for_update()
+        ))
+        .bind(job_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("job {job_id} does not exist")))?;
+        match Self::stale_reason(&job, token) {
+            Some(why) => Err(Error::StaleLease(why)),
+            None => Ok(job),
+        }
+    }
+
+    /// Extends the leases a worker still holds and tells it which to stop.
+    pub async fn heartbeat(
+        &self,
+        worker_id: &str,
+        held: &[(i64, i64)],
+        ttl_ms: i64,
+    ) -> Result<Vec<LeaseCheck>> {
+        let now = now_ms();
+        let known = sqlx::query("UPDATE workers SET last_seen = $1, running = $2 WHERE id = $3")
+            .bind(now)
+            .bind(serde_json::to_string(&held.iter().map(|h| h.0).collect::<Vec<_>>()).unwrap())
+            .bind(worker_id)
+            .execute(&self.pool)
+            .await?;
+        if known.rows_affected() == 0 {
+            return Err(Error::NotFound(format!(
+                "worker {worker_id} is not registered"
+            )));
+        }
+        let mut out = Vec::with_capacity(held.len());
+        for &(job_id, token) in held {
+            let extended = sqlx::query(
+                "UPDATE jobs SET lease_deadline = $1 WHERE id = $2 AND lease_token = $3 \
+                 AND state = 'running' AND worker_id = $4",
+            )
+            .bind(now + ttl_ms)
+            .bind(job_id)
+            .bind(token)
+            .bind(worker_id)
+            .execute(&self.pool)
+            .await?;
+            if extended.rows_affected() == 1 {
+                out.push(LeaseCheck {
+                    job_id,
+                    keep_running: true,
+                    reason: String::new(),
+                });
+                continue;
+            }
+            let reason = match self.get_job(job_id).await {
+                Ok(job) => Self::stale_reason(&job, token)
+                    .unwrap_or_else(|| format!("job {job_id} is leased to another worker")),
+                Err(e) => e.to_string(),
+            };
+            out.push(LeaseCheck {
+                job_id,
+                keep_running: false,
+                reason,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn report_progress(
+        &self,
+        job_id: i64,
+        token: i64,
+        fraction: f64,
+        message: &str,
+    ) -> Result<JobRow> {
+        let done = sqlx::query(
+            "UPDATE jobs SET progress = $1, progress_message = $2 \
+             WHERE id = $3 AND lease_token = $4 AND state = 'running'",
+        )
+        .bind(fraction.clamp(0.0, 1.0))
+        .bind(message)
+        .bind(job_id)
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        let job = self.get_job(job_id).await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::StaleLease(
+                Self::stale_reason(&job, token).unwrap_or_else(|| "lease moved on".into()),
+            ));
+        }
+        Ok(job)
+    }
+
+    /// Stores log lines of the current attempt; refused for a stale token.
+    pub async fn append_logs(
+        &self,
+        job_id: i64,
+        token: i64,
+        lines: &[String],
+    ) -> Result<(JobRow, Vec<super::LogRow>)> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let job = self.check_lease_in(&mut tx, job_id, token).await?;
+        let mut rows = Vec::with_capacity(lines.len());
+        for line in lines {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO job_logs (job_id, attempt, at, line) VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(job_id)
+            .bind(job.attempt)
+            .bind(now)
+            .bind(line)
+            .fetch_one(&mut *tx)
+            .await?;
+            rows.push(super::LogRow {
+                id,
+                job_id,
+                attempt: job.attempt,
+                at: now,
+                line: line.clone(),
+            });
+        }
+        tx.commit().await?;
+        Ok((job, rows))
+    }
+
+    /// Ends a job in success and unblocks the jobs that need it.
+    pub async fn complete(&self, job_id: i64, token: i64, result: &str) -> Result<StateChange> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let job = self.check_lease_in(&mut tx, job_id, token).await?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'succeeded', result = $1, progress = 1, finished_at = $2, \
+             lease_deadline = NULL, reason = '' WHERE id = $3",
+        )
+        .bind(result)
+        .bind(now)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE job_attempts SET outcome = 'succeeded', ended_at = $1 \
+             WHERE job_id = $2 AND lease_token = $3",
+        )
+        .bind(now)
+        .bind(job_id)
+        .bind(token)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE jobs SET pending_needs = pending_needs - 1 WHERE state = 'queued' \
+             AND id IN (SELECT job_id FROM job_needs WHERE needs_id = $1)",
+        )
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(change(&job, "succeeded", ""))
+    }
+
+    /// Ends an attempt in failure: re-queued while attempts remain and `retryable`,
+    /// failed otherwise (and the jobs that need it cancelled).
+    pub async fn fail(
+        &self,
+        job_id: i64,
+        token: i64,
+        error: &str,
+        retryable: bool,
+    ) -> Result<Vec<StateChange>> {
+        let mut tx = self.pool.begin().await?;
+        let job = self.check_lease_in(&mut tx, job_id, token).await?;
+        let changes = self
+            .end_attempt(&mut tx, &job, error, retryable, "failed")
+            .await?;
+        tx.commit().await?;
+        Ok(changes)
+    }
+
+    async fn end_attempt(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        job: &JobRow,
+        error: &str,
+        retryable: bool,
+        outcome: &str,
+    ) -> Result<Vec<StateChange>> {
+        let now = now_ms();
+        let worker = job.worker_id.clone().unwrap_or_default();
+        let attempt_note = format!("attempt {} of {}", job.attempt, job.max_attempts);
+        if retryable && job.attempt < job.max_attempts {
+            let reason = format!("{error} (worker {worker}, {attempt_note}); re-queued");
+            sqlx::query(
+                "UPDATE job_attempts SET outcome = $1, reason = $2, ended_at = $3 \
+                 WHERE job_id = $4 AND lease_token = $5",
+            )
+            .bind(outcome)
+            .bind(error)
+            .bind(now)
+            .bind(job.id)
+            .bind(job.lease_token)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query(
+                "UPDATE jobs SET state = 'queued', reason = $1, worker_id = NULL, \
+                 lease_deadline = NULL, gpu_indexes = '' WHERE id = $2",
+            )
+            .bind(&reason)
+            .bind(job.id)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(vec![change(job, "queued", &reason)]);
+        }
+        let reason = if retryable {
+            format!("{error} (worker {worker}, {attempt_note}; no attempts left)")
+        } else {
+            format!("{error} (worker {worker}, {attempt_note}; not retryable)")
+        };
+        // end_job closes the attempt with the short error; the job keeps the long reason.
+        self.end_job(tx, job, "failed", &reason, outcome, now).await?;
+        sqlx::query("UPDATE job_attempts SET reason = $1 WHERE job_id = $2 AND lease_token = $3")
+            .bind(error)
+            .bind(job.id)
+            .bind(job.lease_token)
+            .execute(&mut **tx)
+            .await?;
+        let mut changes = vec![change(job, "failed", &reason)];
+        changes.extend(
+            self.cancel_dependents(tx, &[(job.id, job.name.clone())], "failed", now)
+                .await?,
+        );
+        Ok(changes)
+    }
+
+    /// Re-queues (or fails, when out of attempts) every running job whose lease
+    /// deadline has passed.
+    pub async fn expire_leases(&self) -> Result<Vec<StateChange>> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let expired: Vec<JobRow> = sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND lease_deadline < $1 \
+             ORDER BY id {}",
+            self.skip_locked()
+        ))
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut changes = Vec::new();
+        for job in &expired {
+            let silent_ms = now - job.lease_deadline.unwrap_or(now);
+            let error = format!(
+                "lease expired: worker {} sent no heartbeat before the deadline ({} ms late)",
+                job.worker_id.clone().unwrap_or_default(),
+                silent_ms
+            );
+            changes.extend(self.end_attempt(&mut tx, job, &error, true, "lost").await?);
+        }
+        tx.commit().await?;
+        Ok(changes)
+    }
+
+    /// After a coordinator restart, gives running jobs a full lease so that their
+    /// workers have time to reconnect before anything is re-queued.
+    pub async fn extend_running_leases(&self, ttl_ms: i64) -> Result<u64> {
+        let deadline = now_ms() + ttl_ms;
+        Ok(sqlx::query(
+            "UPDATE jobs SET lease_deadline = $1 WHERE state = 'running' AND lease_deadline < $1",
+        )
+        .bind(deadline)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// Checks a token outside any other write (used before streaming an upload).
+    pub async fn check_lease(&self, job_id: i64, token: i64) -> Result<JobRow> {
+        let job = self.get_job(job_id).await?;
+        match Self::stale_reason(&job, token) {
+            Some(why) => Err(Error::StaleLease(why)),
+            None => Ok(job),
+        }
+    }
+
+    /// Records an uploaded blob as an artifact of the job, if the lease still holds.
+    pub async fn insert_artifact(
+        &self,
+        job_id: i64,
+        token: i64,
+        name: &str,
+        sha256: &str,
+        size: i64,
+    ) -> Result<(JobRow, super::ArtifactRow)> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let job = self.check_lease_in(&mut tx, job_id, token).await?;
+        let row: super::ArtifactRow = sqlx::query_as(
+            "INSERT INTO artifacts (job_id, attempt, name, sha256, size, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (job_id, name) DO UPDATE SET attempt = excluded.attempt, \
+             sha256 = excluded.sha256, size = excluded.size, created_at = excluded.created_at \
+             RETURNING id, job_id, attempt, name, sha256, size, created_at",
+        )
+        .bind(job_id)
+        .bind(job.attempt)
+        .bind(name)
+        .bind(sha256)
+        .bind(size)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((job, row))
+    }
+}

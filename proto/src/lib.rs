@@ -1,0 +1,13 @@
+//! atelier's API: the gRPC services (generated from `proto/atelier/v1/*.proto`) and the
+//! parameter types of each job kind.
+//!
+//! # Layout
+//! - `v1`: generated messages, the `Atelier` service (users) and `WorkerApi` (workers).
+//! - `kinds`: the `params:` of each job kind, validated by the coordinator, read by workers.
+
+pub mod kinds;
+
+#[allow(clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("atelier.v1");
+}

@@ -1,0 +1,342 @@
+//! The worker agent: registers with the coordinator, leases jobs that fit its free
+//! GPUs and CPU slots, heartbeats its leases, runs jobs, reports their end, and
+//! survives the coordinator going away.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use atelier_proto::v1;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{self, is_transient, Api, Backoff};
+use crate::jobs::{self, JobContext};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub coordinator_url: String,
+    pub name: String,
+    /// `cpu` or `cuda`.
+    pub backend: String,
+    pub gpus: Vec<v1::Gpu>,
+    pub labels: HashMap<String, String>,
+    /// Jobs that need no GPU (e.g. `prepare`) that may run at once.
+    pub cpu_slots: u32,
+    /// Jobs run in `<work_dir>/<job id>-<lease token>`.
+    pub work_dir: PathBuf,
+}
+
+struct Running {
+    token: u64,
+    cancel: CancellationToken,
+    gpus: Vec<u32>,
+}
+
+struct Slots {
+    free_gpus: BTreeSet<u32>,
+    free_cpu: u32,
+    running: HashMap<i64, Running>,
+}
+
+pub struct Agent {
+    config: WorkerConfig,
+    id: String,
+    api: Api,
+    slots: Mutex<Slots>,
+    slot_freed: Notify,
+    heartbeat_every: Mutex<Duration>,
+}
+
+impl Agent {
+    pub fn new(config: WorkerConfig) -> Result<Arc<Agent>, String> {
+        let channel = client::channel(&config.coordinator_url)?;
+        let id = format!("{}-{:06x}", config.name, rand::random::<u32>() & 0xff_ffff);
+        Ok(Arc::new(Agent {
+            slots: Mutex::new(Slots {
+                free_gpus: config.gpus.iter().map(|g| g.index).collect(),
+                free_cpu: config.cpu_slots,
+                running: HashMap::new(),
+            }),
+            id,
+            api: client::worker_api(channel),
+            config,
+            slot_freed: Notify::new(),
+            heartbeat_every: Mutex::new(Duration::from_secs(2)),
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Runs until `shutdown` is cancelled; running jobs are then stopped (their
+    /// leases expire and they are re-queued).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        self.register(&shutdown).await;
+        let hb = tokio::spawn(self.clone().heartbeat_loop(shutdown.clone()));
+        self.clone().lease_loop(shutdown.clone()).await;
+        let running: Vec<CancellationToken> = self
+            .slots
+            .lock()
+            .unwrap()
+            .running
+            .values()
+            .map(|r| r.cancel.clone())
+            .collect();
+        for c in running {
+            c.cancel();
+        }
+        hb.abort();
+    }
+
+    /// Registers, retrying with backoff until the coordinator answers.
+    async fn register(&self, shutdown: &CancellationToken) {
+        let mut backoff = Backoff::default();
+        loop {
+            let req = v1::RegisterRequest {
+                worker_id: self.id.clone(),
+                name: self.config.name.clone(),
+                backend: self.config.backend.clone(),
+                gpus: self.config.gpus.clone(),
+                labels: self.config.labels.clone(),
+                cpu_slots: self.config.cpu_slots,
+                version: env!("CARGO_PKG_VERSION").into(),
+            };
+            match self.api.clone().register(req).await {
+                Ok(resp) => {
+                    let r = resp.into_inner();
+                    *self.heartbeat_every.lock().unwrap() =
+                        Duration::from_millis(r.heartbeat_interval_ms.max(50));
+                    tracing::info!(worker = %self.id, "registered with {}", self.config.coordinator_url);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot register with {}: {}; retrying", self.config.coordinator_url, e.message());
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let every = *self.heartbeat_every.lock().unwrap();
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let leases: Vec<v1::HeldLease> = self
+                .slots
+                .lock()
+                .unwrap()
+                .running
+                .iter()
+                .map(|(&job_id, r)| v1::HeldLease {
+                    job_id,
+                    lease_token: r.token,
+                })
+                .collect();
+            let req = v1::HeartbeatRequest {
+                worker_id: self.id.clone(),
+                leases,
+            };
+            match self.api.clone().heartbeat(req).await {
+                Ok(resp) => {
+                    for status in resp.into_inner().leases {
+                        if !status.keep_running {
+                            self.stop_job(status.job_id, &status.reason);
+                        }
+                    }
+                }
+                Err(e) if e.code() == tonic::Code::NotFound => {
+                    tracing::warn!("coordinator forgot this worker ({}); registering again", e.message());
+                    self.register(&shutdown).await;
+                }
+                Err(e) => tracing::warn!("heartbeat failed: {}", e.message()),
+            }
+        }
+    }
+
+    fn stop_job(&self, job_id: i64, reason: &str) {
+        if let Some(r) = self.slots.lock().unwrap().running.get(&job_id) {
+            if !r.cancel.is_cancelled() {
+                tracing::warn!(job = job_id, "stopping: {reason}");
+                r.cancel.cancel();
+            }
+        }
+    }
+
+    async fn lease_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = Backoff::default();
+        while !shutdown.is_cancelled() {
+            let (free_gpus, free_cpu) = {
+                let s = self.slots.lock().unwrap();
+                (s.free_gpus.iter().copied().collect::<Vec<_>>(), s.free_cpu)
+            };
+            let room = free_gpus.len() as u32 + free_cpu;
+            if room == 0 {
+                tokio::select! {
+                    _ = self.slot_freed.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                continue;
+            }
+            let req = v1::LeaseRequest {
+                worker_id: self.id.clone(),
+                free_gpus,
+                free_cpu_slots: free_cpu,
+                max_jobs: room,
+                wait_ms: 10_000,
+            };
+            let mut api = self.api.clone();
+            let leased = tokio::select! {
+                r = api.lease(req) => r,
+                _ = shutdown.cancelled() => return,
+            };
+            match leased {
+                Ok(resp) => {
+                    backoff.reset();
+                    for lj in resp.into_inner().jobs {
+                        self.clone().start_job(lj, &shutdown);
+                    }
+                }
+                Err(e) if e.code() == tonic::Code::NotFound => {
+                    self.register(&shutdown).await;
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!("lease failed: {}; retrying in {delay:?}", e.message());
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_job(self: Arc<Self>, lj: v1::LeasedJob, shutdown: &CancellationToken) {
+        let Some(job) = lj.job else { return };
+        let cancel = shutdown.child_token();
+        {
+            let mut s = self.slots.lock().unwrap();
+            if lj.gpu_indexes.is_empty() {
+                s.free_cpu = s.free_cpu.saturating_sub(1);
+            }
+            for g in &lj.gpu_indexes {
+                s.free_gpus.remove(g);
+            }
+            s.running.insert(
+                job.id,
+                Running {
+                    token: lj.lease_token,
+                    cancel: cancel.clone(),
+                    gpus: lj.gpu_indexes.clone(),
+                },
+            );
+        }
+        tracing::info!(job = job.id, name = %job.name, kind = %job.kind, attempt = job.attempt, "started");
+        let work_dir = self
+            .config
+            .work_dir
+            .join(format!("{}-{}", job.id, lj.lease_token));
+        let ctx = JobContext::new(
+            job,
+            lj.lease_token,
+            lj.gpu_indexes,
+            work_dir,
+            cancel,
+            self.api.clone(),
+        );
+        tokio::spawn(async move {
+            let job_id = ctx.job.id;
+            self.execute(ctx).await;
+            let mut s = self.slots.lock().unwrap();
+            if let Some(r) = s.running.remove(&job_id) {
+                if r.gpus.is_empty() {
+                    s.free_cpu += 1;
+                }
+                s.free_gpus.extend(r.gpus);
+            }
+            drop(s);
+            self.slot_freed.notify_one();
+        });
+    }
+
+    async fn execute(&self, ctx: JobContext) {
+        if let Err(e) = tokio::fs::create_dir_all(&ctx.work_dir).await {
+            let err = jobs::JobError::retryable(format!(
+                "cannot create `{}`: {e}",
+                ctx.work_dir.display()
+            ));
+            self.report_end(&ctx, Err(err)).await;
+            return;
+        }
+        let outcome = jobs::run(&ctx).await;
+        ctx.flush_logs().await;
+        if ctx.is_cancelled() {
+            tracing::info!(job = ctx.job.id, "stopped");
+        } else {
+            self.report_end(&ctx, outcome).await;
+        }
+        let _ = tokio::fs::remove_dir_all(&ctx.work_dir).await;
+    }
+
+    /// Reports the end of a job, retrying until the coordinator answers: a finished
+    /// job is never lost to a coordinator restart.
+    async fn report_end(&self, ctx: &JobContext, outcome: Result<serde_json::Value, jobs::JobError>) {
+        let mut backoff = Backoff::default();
+        loop {
+            if ctx.is_cancelled() {
+                return;
+            }
+            let sent = match &outcome {
+                Ok(result) => self
+                    .api
+                    .clone()
+                    .complete(v1::CompleteRequest {
+                        job_id: ctx.job.id,
+                        lease_token: ctx.token,
+                        result_json: result.to_string(),
+                    })
+                    .await
+                    .map(|_| ()),
+                Err(e) => self
+                    .api
+                    .clone()
+                    .fail(v1::FailRequest {
+                        job_id: ctx.job.id,
+                        lease_token: ctx.token,
+                        error: e.message.clone(),
+                        retryable: e.retryable,
+                    })
+                    .await
+                    .map(|_| ()),
+            };
+            match sent {
+                Ok(()) => {
+                    match &outcome {
+                        Ok(_) => tracing::info!(job = ctx.job.id, "succeeded"),
+                        Err(e) => tracing::warn!(job = ctx.job.id, "failed: {}", e.message),
+                    }
+                    return;
+                }
+                Err(e) if is_transient(&e) => {
+                    let d = backoff.next_delay();
+                    tracing::warn!(job = ctx.job.id, "cannot report the end of the job: {}; retrying in {d:?}", e.message());
+                    tokio::time::sleep(d).await;
+                }
+                Err(e) => {
+                    tracing::warn!(job = ctx.job.id, "end of job refused: {}", e.message());
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The handle a running job gets: its lease, its folder, and channels to the
+//! coordinator for logs, progress and artifacts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use atelier_proto::v1;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{is_transient, Api, Backoff};
+
+/// How a job failed: `retryable` errors may pass on another attempt (a lost
+/// connection, a full disk); the others (bad input) will not.
+#[derive(Debug, Clone)]
+pub struct JobError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl JobError {
+    pub fn permanent(message: impl Into<String>) -> JobError {
+        JobError {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+    pub fn retryable(message: impl Into<String>) -> JobError {
+        JobError {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+}
+
+pub struct JobContext {
+    pub job: v1::Job,
+    pub token: u64,
+    pub gpu_indexes: Vec<u32>,
+    pub work_dir: PathBuf,
+    /// Cancelled when the coordinator says to stop (cancel, or the lease moved on)
+    /// or the worker shuts down.
+    pub cancel: CancellationToken,
+    pub(crate) api: Api,
+    pending_logs: Mutex<Vec<String>>,
+    last_progress: Mutex<Option<Instant>>,
+}
+
+/// Progress reports closer together than this are dropped (the last one is sent).
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+const UPLOAD_CHUNK: usize = 1024 * 1024;
+
+impl JobContext {
+    pub fn new(
+        job: v1::Job,
+        token: u64,
+        gpu_indexes: Vec<u32>,
+        work_dir: PathBuf,
+        cancel: CancellationToken,
+        api: Api,
+    ) -> JobContext {
+        JobContext {
+            job,
+            token,
+            gpu_indexes,
+            work_dir,
+            cancel,
+            api,
+            pending_logs: Mutex::new(Vec::new()),
+            last_progress: Mutex::new(None),
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Queues a log line; lines reach the coordinator with the next flush.
+    pub fn log(&self, line: impl Into<String>) {
+        let line = line.into();
+        tracing::info!(job = self.job.id, "{line}");
+        self.pending_logs.lock().unwrap().push(line);
+    }
+
+    /// Sends queued log lines. Lines are kept for a later flush while the
+    /// coordinator is away; a refused token drops them (the job is over).
+    pub async fn flush_logs(&self) {
+        let lines = std::mem::take(&mut *self.pending_logs.lock().unwrap());
+        if lines.is_empty() {
+            return;
+        }
+        let req = v1::AppendLogsRequest {
+            job_id: self.job.id,
+            lease_token: self.token,
+            lines: lines.clone(),
+        };
+        if let Err(e) = self.api.clone().append_logs(req).await {
+            if is_transient(&e) {
+                let mut pending = self.pending_logs.lock().unwrap();
+                let newer = std::mem::take(&mut *pending);
+                *pending = lines;
+                pending.extend(newer);
+                // Bound what a long outage can pile up.
+                let len = pending.len();
+                if len > 10_000 {
+                    pending.drain(..len - 10_000);
+                }
+            } else {
+                tracing::warn!(job = self.job.id, "log lines refused: {}", e.message());
+            }
+        }
+    }
+
+    /// Reports progress (0..=1) with a short message; throttled.
+    pub async fn progress(&self, fraction: f64, message: impl Into<String>) {
+        self.progress_with_metrics(fraction, message, "").await
+    }
+
+    pub async fn progress_with_metrics(
+        &self,
+        fraction: f64,
+        message: impl Into<String>,
+        metrics_json: &str,
+    ) {
+        {
+            let mut last = self.last_progress.lock().unwrap();
+            if fraction < 1.0 && last.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let req = v1::ProgressRequest {
+            job_id: self.job.id,
+            lease_token: self.token,
+            fraction,
+            message: message.into(),
+            metrics_json: metrics_json.to_string(),
+        };
+        if let Err(e) = self.api.clone().report_progress(req).await {
+            tracing::debug!(job = self.job.id, "progress not delivered: {}", e.message());
+        }
+        self.flush_logs().await;
+    }
+
+    /// Uploads a file as an artifact named `name`, retrying while the coordinator is
+    /// away. The coordinator checks the sha256 computed here against what arrived.
+    pub async fn upload(&self, name: &str, path: &Path) -> Result<v1::Artifact, JobError> {
+        let (sha, size) = file_sha256(path).await.map_err(|e| {
+            JobError::retryable(format!("reading `{}` for upload: {e}", path.display()))
+        })?;
+        let mut backoff = Backoff::default();
+        loop {
+            if self.is_cancelled() {
+                return Err(JobError::permanent("cancelled during upload"));
+            }
+            match self.upload_once(name, path, &sha, size).await {
+                Ok(a) => {
+                    self.log(format!("stored artifact `{name}` ({size} bytes, sha256 {sha})"));
+                    return Ok(a);
+                }
+                Err(e) if is_transient(&e) => {
+                    tracing::warn!(job = self.job.id, "upload of `{name}` failed: {}; retrying", e.message());
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(e) => {
+                    return Err(JobError::permanent(format!(
+                        "upload of `{name}` refused: {}",
+                        e.message()
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn upload_once(
+        &self,
+        name: &str,
+        path: &Path,
+        sha: &str,
+        size: u64,
+    ) -> Result<v1::Artifact, tonic::Status> {
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| tonic::Status::internal(format!("`{}`: {e}", path.display())))?;
+        let header = v1::UploadChunk {
+            part: Some(v1::upload_chunk::Part::Header(v1::UploadHeader {
+                job_id: self.job.id,
+                lease_token: self.token,
+                name: name.to_string(),
+                size,
+                sha256: sha.to_string(),
+            })),
+        };
+        let stream = async_stream::stream! {
+            yield header;
+            let mut buf = vec![0u8; UPLOAD_CHUNK];
+            loop {
+                let n = match file.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                yield v1::UploadChunk { part: Some(v1::upload_chunk::Part::Data(buf[..n].to_vec())) };
+            }
+        };
+        let resp = self.api.clone().upload(stream).await?;
+        resp.into_inner()
+            .artifact
+            .ok_or_else(|| tonic::Status::internal("upload answered without an artifact"))
+    }
+}
+
+pub async fn file_sha256(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; UPLOAD_CHUNK];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}

@@ -1,0 +1,14 @@
+//! The atelier worker: an agent that leases jobs from a coordinator and runs them.
+//!
+//! # Layout
+//! - `agent`: register, lease, heartbeat, run, report; reconnects with backoff.
+//! - `client`: the gRPC channel and which errors are worth a retry.
+//! - `resources`: GPUs (via `nvidia-smi`) and host name.
+//! - `jobs`: the job kinds and the context a running job gets.
+//! - `prepare`: turns a folder of images into a packed dataset (the `prepare` kind).
+
+pub mod agent;
+pub mod client;
+pub mod jobs;
+pub mod prepare;
+pub mod resources;

@@ -1,0 +1,349 @@
+//! The `prepare` job: turn a trainset folder into a packed dataset.
+//!
+//! Every image is decoded, converted to RGB8 (alpha composited over white), centre
+//! cropped to a square and resized, then packed into one u8 tensor that training
+//! reads without touching the original files again.
+//!
+//! # Layout
+//! - `scan`: walks the image folder, pairs images with their `.txt` captions
+//! - `decode`: one file to a square RGB8 picture
+//! - `manifest`: what was packed, rejected and left out as duplicate
+//! - `pack`: writes `dataset.safetensors` with bounded memory
+//!
+//! The API is synchronous and blocking; the agent runs it in `spawn_blocking`.
+
+mod decode;
+mod manifest;
+mod pack;
+mod scan;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use atelier_proto::kinds::PrepareParams;
+use sha2::{Digest, Sha256};
+
+pub use manifest::{Duplicate, Manifest, ManifestImage, Rejected, FORMAT};
+pub use pack::TENSOR;
+
+/// File names inside the output folder.
+pub const DATASET_FILE: &str = "dataset.safetensors";
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// How many names of ignored files one log line lists before "and N more".
+const IGNORED_LISTED: usize = 20;
+
+/// What [`prepare`] reports while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PrepareEvent {
+    /// `done` of `total` image files handled (packed, rejected or duplicate).
+    Progress { done: usize, total: usize },
+    /// A line for the job's log.
+    Log(String),
+}
+
+/// The output of a successful [`prepare`].
+#[derive(Debug, Clone)]
+pub struct PreparedDataset {
+    /// `out_dir/dataset.safetensors`.
+    pub dataset: PathBuf,
+    /// `out_dir/manifest.json`.
+    pub manifest_path: PathBuf,
+    pub manifest: Manifest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("trainset folder `{}` does not exist", .0.display())]
+    MissingFolder(PathBuf),
+    #[error("trainset `{}` is not a folder", .0.display())]
+    NotAFolder(PathBuf),
+    #[error("image folder `{}` holds no files", .0.display())]
+    EmptyFolder(PathBuf),
+    #[error("resolution {0} is out of range (8..=4096)")]
+    Resolution(u32),
+    /// Only with `strict`; otherwise the file is listed in [`Manifest::rejected`].
+    #[error("cannot decode `{}`: {reason}", .path.display())]
+    Decode { path: PathBuf, reason: String },
+    #[error(
+        "only {usable} usable images in `{}`, at least {min} required \
+         ({found} image files found: {rejected} rejected, {duplicates} duplicates)",
+        .folder.display()
+    )]
+    TooFewImages {
+        folder: PathBuf,
+        usable: usize,
+        min: u32,
+        found: usize,
+        rejected: usize,
+        duplicates: usize,
+    },
+    #[error("prepare was cancelled")]
+    Cancelled,
+    // The I/O error is in the message rather than a `source` because job errors travel
+    // to the coordinator as one string.
+    #[error("failed to read `{}`: {error}", .path.display())]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("failed to write `{}`: {error}", .path.display())]
+    Write { path: PathBuf, error: std::io::Error },
+    #[error("failed to serialise the manifest: {0}")]
+    Manifest(serde_json::Error),
+    #[error("failed to build the safetensors header: {0}")]
+    Header(String),
+}
+
+/// The folder holding a trainset's images: `trainset/images/` if that is a folder,
+/// else `trainset` itself. It must hold at least one (non-hidden) file.
+pub fn resolve_image_dir(trainset: &Path) -> Result<PathBuf, PrepareError> {
+    let metadata = match fs::metadata(trainset) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(PrepareError::MissingFolder(trainset.to_path_buf()))
+        }
+        Err(error) => {
+            return Err(PrepareError::Read {
+                path: trainset.to_path_buf(),
+                error,
+            })
+        }
+    };
+    if !metadata.is_dir() {
+        return Err(PrepareError::NotAFolder(trainset.to_path_buf()));
+    }
+    let images = trainset.join("images");
+    let dir = if images.is_dir() {
+        images
+    } else {
+        trainset.to_path_buf()
+    };
+    if !scan::has_files(&dir)? {
+        return Err(PrepareError::EmptyFolder(dir));
+    }
+    Ok(dir)
+}
+
+/// Runs the `prepare` job: packs the images of `params.trainset` into
+/// `out_dir/dataset.safetensors` and writes `out_dir/manifest.json`.
+///
+/// `cancelled` is polled between images; `on_event` gets progress and log lines.
+pub fn prepare(
+    params: &PrepareParams,
+    out_dir: &Path,
+    cancelled: &dyn Fn() -> bool,
+    on_event: &mut dyn FnMut(PrepareEvent),
+) -> Result<PreparedDataset, PrepareError> {
+    if !(8..=4096).contains(&params.resolution) {
+        return Err(PrepareError::Resolution(params.resolution));
+    }
+    let resolution = params.resolution;
+    let image_dir = resolve_image_dir(Path::new(&params.trainset))?;
+    let found = scan::scan(&image_dir)?;
+    let total = found.images.len();
+    on_event(PrepareEvent::Log(format!(
+        "found {total} image files in `{}`",
+        image_dir.display()
+    )));
+    if !found.ignored.is_empty() {
+        on_event(PrepareEvent::Log(ignored_line(&found.ignored)));
+    }
+
+    fs::create_dir_all(out_dir).map_err(|error| PrepareError::Write {
+        path: out_dir.to_path_buf(),
+        error,
+    })?;
+    let mut packer = pack::Packer::new(out_dir, resolution)?;
+    let mut images = Vec::new();
+    let mut rejected = Vec::new();
+    let mut duplicates = Vec::new();
+    // Hash of the file bytes, and of the packed pixels, to the file that had it first.
+    let mut seen_files: HashMap<String, String> = HashMap::new();
+    let mut seen_pixels: HashMap<[u8; 32], String> = HashMap::new();
+    let mut progress = Progress::new(total);
+    progress.report(0, on_event);
+
+    for (i, candidate) in found.images.into_iter().enumerate() {
+        if cancelled() {
+            return Err(PrepareError::Cancelled);
+        }
+        let bytes = fs::read(&candidate.path).map_err(|error| PrepareError::Read {
+            path: candidate.path.clone(),
+            error,
+        })?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        if let Some(first) = params.dedupe.then(|| seen_files.get(&sha256)).flatten() {
+            duplicates.push(Duplicate {
+                file: candidate.rel,
+                same_as: first.clone(),
+            });
+            progress.report(i + 1, on_event);
+            continue;
+        }
+
+        match decode::decode(&bytes, &candidate.path, resolution) {
+            Err(reason) if params.strict => {
+                return Err(PrepareError::Decode {
+                    path: candidate.path,
+                    reason,
+                })
+            }
+            Err(reason) => {
+                on_event(PrepareEvent::Log(format!(
+                    "rejected `{}`: {reason}",
+                    candidate.rel
+                )));
+                rejected.push(Rejected {
+                    file: candidate.rel,
+                    reason,
+                });
+            }
+            Ok(decoded) => {
+                let pixels_hash: [u8; 32] = Sha256::digest(decoded.pixels.as_raw()).into();
+                if let Some(first) = params.dedupe.then(|| seen_pixels.get(&pixels_hash)).flatten()
+                {
+                    duplicates.push(Duplicate {
+                        file: candidate.rel,
+                        same_as: first.clone(),
+                    });
+                } else {
+                    packer.push(decoded.pixels.as_raw())?;
+                    seen_files.insert(sha256.clone(), candidate.rel.clone());
+                    seen_pixels.insert(pixels_hash, candidate.rel.clone());
+                    images.push(ManifestImage {
+                        index: images.len(),
+                        file: candidate.rel,
+                        sha256,
+                        width: decoded.width,
+                        height: decoded.height,
+                        caption: candidate.caption,
+                    });
+                }
+            }
+        }
+        progress.report(i + 1, on_event);
+    }
+
+    if !duplicates.is_empty() {
+        on_event(PrepareEvent::Log(format!(
+            "left out {} duplicate images",
+            duplicates.len()
+        )));
+    }
+    if images.len() < params.min_images as usize {
+        return Err(PrepareError::TooFewImages {
+            folder: image_dir,
+            usable: images.len(),
+            min: params.min_images,
+            found: total,
+            rejected: rejected.len(),
+            duplicates: duplicates.len(),
+        });
+    }
+    if cancelled() {
+        return Err(PrepareError::Cancelled);
+    }
+
+    let manifest = Manifest {
+        format: FORMAT.to_string(),
+        source: image_dir.display().to_string(),
+        resolution,
+        count: images.len(),
+        images,
+        rejected,
+        duplicates,
+    };
+    let dataset = out_dir.join(DATASET_FILE);
+    packer.finish(&dataset, &manifest)?;
+    let manifest_path = out_dir.join(MANIFEST_FILE);
+    let mut json = serde_json::to_vec_pretty(&manifest).map_err(PrepareError::Manifest)?;
+    json.push(b'\n');
+    fs::write(&manifest_path, json).map_err(|error| PrepareError::Write {
+        path: manifest_path.clone(),
+        error,
+    })?;
+    on_event(PrepareEvent::Log(format!(
+        "packed {} images of {resolution}x{resolution} into `{}` ({} rejected, {} duplicates)",
+        manifest.count,
+        dataset.display(),
+        manifest.rejected.len(),
+        manifest.duplicates.len(),
+    )));
+    Ok(PreparedDataset {
+        dataset,
+        manifest_path,
+        manifest,
+    })
+}
+
+/// The log line listing files that are neither images nor captions.
+fn ignored_line(ignored: &[String]) -> String {
+    let mut names: Vec<String> = ignored
+        .iter()
+        .take(IGNORED_LISTED)
+        .map(|name| format!("`{name}`"))
+        .collect();
+    if ignored.len() > IGNORED_LISTED {
+        names.push(format!("and {} more", ignored.len() - IGNORED_LISTED));
+    }
+    format!(
+        "ignored {} files that are not images or captions: {}",
+        ignored.len(),
+        names.join(", ")
+    )
+}
+
+/// Progress events at every whole percent (so at every image below 100 images).
+struct Progress {
+    total: usize,
+    last_percent: Option<usize>,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        Self {
+            total,
+            last_percent: None,
+        }
+    }
+
+    fn report(&mut self, done: usize, on_event: &mut dyn FnMut(PrepareEvent)) {
+        let percent = (done * 100).checked_div(self.total).unwrap_or(100);
+        if self.last_percent != Some(percent) || done == self.total {
+            self.last_percent = Some(percent);
+            on_event(PrepareEvent::Progress {
+                done,
+                total: self.total,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_reported_about_every_percent() {
+        let mut events = Vec::new();
+        let mut progress = Progress::new(1000);
+        for done in 0..=1000 {
+            progress.report(done, &mut |e| events.push(e));
+        }
+        assert_eq!(events.len(), 101);
+        assert_eq!(
+            events.last(),
+            Some(&PrepareEvent::Progress {
+                done: 1000,
+                total: 1000
+            })
+        );
+    }
+
+    #[test]
+    fn ignored_line_is_capped() {
+        let names: Vec<String> = (0..25).map(|i| format!("f{i}.md")).collect();
+        let line = ignored_line(&names);
+        assert!(line.starts_with("ignored 25 files"), "{line}");
+        assert!(line.ends_with("`f19.md`, and 5 more"), "{line}");
+    }
+}
