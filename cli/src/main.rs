@@ -15,9 +15,15 @@ use clap::Parser;
 use crate::error::CliError;
 
 #[derive(Parser, Debug)]
-#[command(name = "atelier", version, about = "Fine-tune Stable Diffusion across a fleet of GPU boxes")]
-#[command(after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 invalid input, 4 not found, \
-5 coordinator unreachable, 6 conflict with the job's state, 7 jobs failed (watch) or hash mismatch (pull)")]
+#[command(
+    name = "atelier",
+    version,
+    about = "Fine-tune Stable Diffusion across a fleet of GPU boxes"
+)]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 invalid input, 4 not found, \
+5 coordinator unreachable, 6 conflict with the job's state, 7 jobs failed (watch) or hash mismatch (pull)"
+)]
 pub struct Cli {
     /// Settings file (default: ./atelier.toml if present; env ATELIER_CONFIG)
     #[arg(long, global = true, value_name = "FILE")]
@@ -33,12 +39,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.command.default_log_filter())),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(cli.command.default_log_filter())
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -46,7 +56,8 @@ fn main() -> ExitCode {
         }
     };
     let result: Result<(), CliError> = runtime.block_on(async move {
-        let mut settings = settings::Settings::load(cli.config.as_deref()).map_err(CliError::invalid)?;
+        let mut settings =
+            settings::Settings::load(cli.config.as_deref()).map_err(CliError::invalid)?;
         if let Some(c) = cli.coordinator {
             settings.coordinator = c;
         }

@@ -12,7 +12,10 @@ pub fn table(header: &[&str]) -> Table {
 }
 
 pub fn print_json<T: Serialize + ?Sized>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 pub fn now_ms() -> i64 {

@@ -7,9 +7,9 @@ use crate::error::{CliError, CliResult, Exit};
 use atelier_worker::client::UserApi;
 
 pub fn job_id(s: &str) -> CliResult<i64> {
-    s.trim_start_matches('j').parse().map_err(|_| {
-        CliError::invalid(format!("`{s}` is not a job number (e.g. 42)"))
-    })
+    s.trim_start_matches('j')
+        .parse()
+        .map_err(|_| CliError::invalid(format!("`{s}` is not a job number (e.g. 42)")))
 }
 
 /// An experiment reference: `e3`, `3`, or a name.

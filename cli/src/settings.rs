@@ -83,7 +83,10 @@ impl Settings {
 
     pub fn database_url(&self) -> String {
         if self.database_url.is_empty() {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("atelier.db").display())
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("atelier.db").display()
+            )
         } else {
             self.database_url.clone()
         }

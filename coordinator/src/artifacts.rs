@@ -39,7 +39,9 @@ impl LocalBlobStore {
 
     fn path_of(&self, sha256: &str) -> Result<PathBuf> {
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::Invalid(format!("`{sha256}` is not a sha256 hex digest")));
+            return Err(Error::Invalid(format!(
+                "`{sha256}` is not a sha256 hex digest"
+            )));
         }
         Ok(self.root.join("sha256").join(&sha256[..2]).join(sha256))
     }
@@ -143,9 +145,15 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(buf, "hello world");
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
         let missing = "0".repeat(64);
-        assert!(matches!(store.open(&missing).await, Err(Error::NotFound(_))));
+        assert!(matches!(
+            store.open(&missing).await,
+            Err(Error::NotFound(_))
+        ));
         assert!(matches!(store.open("../etc").await, Err(Error::Invalid(_))));
     }
 }

@@ -7,10 +7,8 @@ use std::time::Duration;
 use crate::service::Coordinator;
 
 pub async fn run(coordinator: Arc<Coordinator>) {
-    let period = (coordinator.config.lease_ttl / 4).clamp(
-        Duration::from_millis(100),
-        Duration::from_secs(5),
-    );
+    let period = (coordinator.config.lease_ttl / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -23,7 +23,10 @@ pub struct Capacity {
 
 impl Capacity {
     pub fn largest_free_gpu_gb(&self) -> f64 {
-        self.free_gpus.iter().map(|g| g.memory_gb).fold(0.0, f64::max)
+        self.free_gpus
+            .iter()
+            .map(|g| g.memory_gb)
+            .fold(0.0, f64::max)
     }
 }
 
@@ -47,7 +50,11 @@ pub fn labels_fit(wanted: &BTreeMap<String, String>, offered: &BTreeMap<String, 
 /// CPU slot. Returns (job id, GPU indexes).
 pub fn assign(candidates: &[Candidate], cap: &Capacity, max_jobs: usize) -> Vec<(i64, Vec<u32>)> {
     let mut gpus = cap.free_gpus.clone();
-    gpus.sort_by(|a, b| a.memory_gb.total_cmp(&b.memory_gb).then(a.index.cmp(&b.index)));
+    gpus.sort_by(|a, b| {
+        a.memory_gb
+            .total_cmp(&b.memory_gb)
+            .then(a.index.cmp(&b.index))
+    });
     let mut cpu_slots = cap.free_cpu_slots;
     let mut out = Vec::new();
     for c in candidates {
@@ -105,7 +112,10 @@ pub fn explain_waiting(req: &Requirements, workers: &[WorkerView], ahead: i64) -
         return "no worker is connected; start one with `atelier worker --coordinator URL`".into();
     }
     let mut problems = Vec::new();
-    if !online.iter().any(|w| backend_fits(&req.backend, &w.backend)) {
+    if !online
+        .iter()
+        .any(|w| backend_fits(&req.backend, &w.backend))
+    {
         let offered: Vec<&str> = dedup(online.iter().map(|w| w.backend.as_str()));
         problems.push(format!(
             "needs backend {}; connected workers offer {}",
@@ -217,9 +227,18 @@ mod tests {
     #[test]
     fn one_job_per_gpu_smallest_sufficient_first() {
         let cands = vec![
-            Candidate { id: 1, requires: req(1, 40.0, "cuda", &[]) },
-            Candidate { id: 2, requires: req(1, 10.0, "any", &[]) },
-            Candidate { id: 3, requires: req(1, 10.0, "any", &[]) },
+            Candidate {
+                id: 1,
+                requires: req(1, 40.0, "cuda", &[]),
+            },
+            Candidate {
+                id: 2,
+                requires: req(1, 10.0, "any", &[]),
+            },
+            Candidate {
+                id: 3,
+                requires: req(1, 10.0, "any", &[]),
+            },
         ];
         let got = assign(&cands, &cap(&[(0, 80.0), (1, 24.0)], 0, &[]), 8);
         // job 1 needs the 80 GB card; job 2 takes the 24 GB one; nothing left for 3
@@ -229,11 +248,26 @@ mod tests {
     #[test]
     fn skips_what_does_not_fit_and_keeps_queue_order() {
         let cands = vec![
-            Candidate { id: 1, requires: req(2, 0.0, "any", &[]) },
-            Candidate { id: 2, requires: req(0, 0.0, "cpu", &[]) },
-            Candidate { id: 3, requires: req(0, 0.0, "any", &[("zone", "eu")]) },
-            Candidate { id: 4, requires: req(0, 0.0, "any", &[("zone", "us")]) },
-            Candidate { id: 5, requires: req(0, 0.0, "any", &[]) },
+            Candidate {
+                id: 1,
+                requires: req(2, 0.0, "any", &[]),
+            },
+            Candidate {
+                id: 2,
+                requires: req(0, 0.0, "cpu", &[]),
+            },
+            Candidate {
+                id: 3,
+                requires: req(0, 0.0, "any", &[("zone", "eu")]),
+            },
+            Candidate {
+                id: 4,
+                requires: req(0, 0.0, "any", &[("zone", "us")]),
+            },
+            Candidate {
+                id: 5,
+                requires: req(0, 0.0, "any", &[]),
+            },
         ];
         let got = assign(&cands, &cap(&[(0, 24.0)], 2, &[("zone", "us")]), 8);
         assert_eq!(got, vec![(4, vec![]), (5, vec![])]);
@@ -252,16 +286,26 @@ mod tests {
             cpu_slots: 1,
             running: 0,
         };
-        let why = explain_waiting(&req(1, 80.0, "cuda", &[]), &[w.clone()], 0);
+        let why = explain_waiting(&req(1, 80.0, "cuda", &[]), std::slice::from_ref(&w), 0);
         assert_eq!(
             why,
             "no connected worker can run it: needs 80 GB GPU memory and the largest connected worker has 24 GB"
         );
-        let why = explain_waiting(&req(0, 0.0, "cpu", &[("zone", "eu")]), &[w.clone()], 0);
-        assert!(why.contains("needs backend cpu; connected workers offer cuda"), "{why}");
+        let why = explain_waiting(
+            &req(0, 0.0, "cpu", &[("zone", "eu")]),
+            std::slice::from_ref(&w),
+            0,
+        );
+        assert!(
+            why.contains("needs backend cpu; connected workers offer cuda"),
+            "{why}"
+        );
         assert!(why.contains("needs label zone=eu"), "{why}");
-        let why = explain_waiting(&req(1, 20.0, "any", &[]), &[w.clone()], 3);
-        assert!(why.contains("1 worker can run it (box1), all busy; 3 jobs ahead"), "{why}");
+        let why = explain_waiting(&req(1, 20.0, "any", &[]), std::slice::from_ref(&w), 3);
+        assert!(
+            why.contains("1 worker can run it (box1), all busy; 3 jobs ahead"),
+            "{why}"
+        );
         let offline = WorkerView { online: false, ..w };
         let why = explain_waiting(&req(0, 0.0, "any", &[]), &[offline], 0);
         assert!(why.starts_with("no worker is connected"), "{why}");

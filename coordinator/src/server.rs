@@ -64,9 +64,9 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         _ => LocalBus::new(),
     };
     let blobs = Arc::new(LocalBlobStore::new(&config.artifact_dir)?);
-    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
-        Error::Invalid(format!("cannot listen on {}: {e}", config.listen))
-    })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener.local_addr()?;
     let coordinator = Coordinator::new(store, events, blobs, config);
     let reaper = tokio::spawn(crate::reaper::run(coordinator.clone()));

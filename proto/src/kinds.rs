@@ -60,7 +60,9 @@ pub struct NoopParams {
 /// Checks that `params` are valid parameters for `kind`; the error names the field.
 pub fn validate(kind: &str, params: &serde_json::Value) -> Result<(), String> {
     fn check<T: serde::de::DeserializeOwned>(params: &serde_json::Value) -> Result<(), String> {
-        T::deserialize(params).map(|_| ()).map_err(|e| e.to_string())
+        T::deserialize(params)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
     match kind {
         "prepare" => {
@@ -106,6 +108,8 @@ mod tests {
         let err = validate("prepare", &json!({"resolution": 64})).unwrap_err();
         assert!(err.contains("missing field `trainset`"), "{err}");
         assert!(validate("prepare", &json!({"trainset": "x", "resolution": 2})).is_err());
-        assert!(validate("train", &json!({})).unwrap_err().contains("unknown job kind"));
+        assert!(validate("train", &json!({}))
+            .unwrap_err()
+            .contains("unknown job kind"));
     }
 }

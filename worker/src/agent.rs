@@ -113,7 +113,11 @@ impl Agent {
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!("cannot register with {}: {}; retrying", self.config.coordinator_url, e.message());
+                    tracing::warn!(
+                        "cannot register with {}: {}; retrying",
+                        self.config.coordinator_url,
+                        e.message()
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(backoff.next_delay()) => {}
                         _ = shutdown.cancelled() => return,
@@ -154,7 +158,10 @@ impl Agent {
                     }
                 }
                 Err(e) if e.code() == tonic::Code::NotFound => {
-                    tracing::warn!("coordinator forgot this worker ({}); registering again", e.message());
+                    tracing::warn!(
+                        "coordinator forgot this worker ({}); registering again",
+                        e.message()
+                    );
                     self.register(&shutdown).await;
                 }
                 Err(e) => tracing::warn!("heartbeat failed: {}", e.message()),
@@ -254,9 +261,10 @@ impl Agent {
             cancel,
             self.api.clone(),
         );
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let job_id = ctx.job.id;
-            self.execute(ctx).await;
+            self.execute(ctx, &shutdown).await;
             let mut s = self.slots.lock().unwrap();
             if let Some(r) = s.running.remove(&job_id) {
                 if r.gpus.is_empty() {
@@ -269,7 +277,7 @@ impl Agent {
         });
     }
 
-    async fn execute(&self, ctx: JobContext) {
+    async fn execute(&self, ctx: JobContext, shutdown: &CancellationToken) {
         if let Err(e) = tokio::fs::create_dir_all(&ctx.work_dir).await {
             let err = jobs::JobError::retryable(format!(
                 "cannot create `{}`: {e}",
@@ -280,7 +288,12 @@ impl Agent {
         }
         let outcome = jobs::run(&ctx).await;
         ctx.flush_logs().await;
-        if ctx.is_cancelled() {
+        if shutdown.is_cancelled() {
+            // Hand the job back now rather than at lease expiry.
+            let err = jobs::JobError::retryable(format!("worker {} shut down", self.id));
+            self.send_end(&ctx, &Err(err)).await.ok();
+            tracing::info!(job = ctx.job.id, "handed back: worker shutting down");
+        } else if ctx.is_cancelled() {
             tracing::info!(job = ctx.job.id, "stopped");
         } else {
             self.report_end(&ctx, outcome).await;
@@ -290,35 +303,17 @@ impl Agent {
 
     /// Reports the end of a job, retrying until the coordinator answers: a finished
     /// job is never lost to a coordinator restart.
-    async fn report_end(&self, ctx: &JobContext, outcome: Result<serde_json::Value, jobs::JobError>) {
+    async fn report_end(
+        &self,
+        ctx: &JobContext,
+        outcome: Result<serde_json::Value, jobs::JobError>,
+    ) {
         let mut backoff = Backoff::default();
         loop {
             if ctx.is_cancelled() {
                 return;
             }
-            let sent = match &outcome {
-                Ok(result) => self
-                    .api
-                    .clone()
-                    .complete(v1::CompleteRequest {
-                        job_id: ctx.job.id,
-                        lease_token: ctx.token,
-                        result_json: result.to_string(),
-                    })
-                    .await
-                    .map(|_| ()),
-                Err(e) => self
-                    .api
-                    .clone()
-                    .fail(v1::FailRequest {
-                        job_id: ctx.job.id,
-                        lease_token: ctx.token,
-                        error: e.message.clone(),
-                        retryable: e.retryable,
-                    })
-                    .await
-                    .map(|_| ()),
-            };
+            let sent = self.send_end(ctx, &outcome).await;
             match sent {
                 Ok(()) => {
                     match &outcome {
@@ -329,7 +324,11 @@ impl Agent {
                 }
                 Err(e) if is_transient(&e) => {
                     let d = backoff.next_delay();
-                    tracing::warn!(job = ctx.job.id, "cannot report the end of the job: {}; retrying in {d:?}", e.message());
+                    tracing::warn!(
+                        job = ctx.job.id,
+                        "cannot report the end of the job: {}; retrying in {d:?}",
+                        e.message()
+                    );
                     tokio::time::sleep(d).await;
                 }
                 Err(e) => {
@@ -337,6 +336,36 @@ impl Agent {
                     return;
                 }
             }
+        }
+    }
+
+    async fn send_end(
+        &self,
+        ctx: &JobContext,
+        outcome: &Result<serde_json::Value, jobs::JobError>,
+    ) -> Result<(), tonic::Status> {
+        match outcome {
+            Ok(result) => self
+                .api
+                .clone()
+                .complete(v1::CompleteRequest {
+                    job_id: ctx.job.id,
+                    lease_token: ctx.token,
+                    result_json: result.to_string(),
+                })
+                .await
+                .map(|_| ()),
+            Err(e) => self
+                .api
+                .clone()
+                .fail(v1::FailRequest {
+                    job_id: ctx.job.id,
+                    lease_token: ctx.token,
+                    error: e.message.clone(),
+                    retryable: e.retryable,
+                })
+                .await
+                .map(|_| ()),
         }
     }
 }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use atelier_proto::v1::worker_api_client::WorkerApiClient;
 use atelier_proto::v1::atelier_client::AtelierClient;
+use atelier_proto::v1::worker_api_client::WorkerApiClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
@@ -41,7 +41,12 @@ pub fn user_api(channel: Channel) -> UserApi {
 pub fn is_transient(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
-        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded | Code::Internal | Code::ResourceExhausted
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Internal
+            | Code::ResourceExhausted
     )
 }
 

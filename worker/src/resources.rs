@@ -82,7 +82,9 @@ mod tests {
 
     #[test]
     fn reads_nvidia_smi_lines() {
-        let gpus = parse_nvidia_smi("0, NVIDIA H100 80GB HBM3, 81559\n1, NVIDIA GeForce RTX 4090, 24564\n");
+        let gpus = parse_nvidia_smi(
+            "0, NVIDIA H100 80GB HBM3, 81559\n1, NVIDIA GeForce RTX 4090, 24564\n",
+        );
         assert_eq!(gpus.len(), 2);
         assert_eq!(gpus[0].name, "NVIDIA H100 80GB HBM3");
         assert_eq!(gpus[0].memory_gb, 79.6);
@@ -93,10 +95,16 @@ mod tests {
     #[test]
     fn selects_named_gpus() {
         let detected = parse_nvidia_smi("0, A, 1024\n1, B, 2048\n");
-        assert_eq!(select_gpus(Some(&[1]), &detected, 0.0).unwrap()[0].name, "B");
+        assert_eq!(
+            select_gpus(Some(&[1]), &detected, 0.0).unwrap()[0].name,
+            "B"
+        );
         assert!(select_gpus(Some(&[3]), &detected, 0.0)
             .unwrap_err()
             .contains("GPU 3 does not exist"));
-        assert_eq!(select_gpus(Some(&[0]), &[], 24.0).unwrap()[0].memory_gb, 24.0);
+        assert_eq!(
+            select_gpus(Some(&[0]), &[], 24.0).unwrap()[0].memory_gb,
+            24.0
+        );
     }
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use atelier_proto::kinds::PrepareParams;
 use atelier_worker::prepare::{
-    self, Duplicate, Manifest, PrepareError, PrepareEvent, PreparedDataset, DATASET_FILE,
-    FORMAT, MANIFEST_FILE,
+    self, Duplicate, Manifest, PrepareError, PrepareEvent, PreparedDataset, DATASET_FILE, FORMAT,
+    MANIFEST_FILE,
 };
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
@@ -116,7 +116,10 @@ fn assert_near(actual: [u8; 3], expected: [u8; 3], tolerance: u8, what: &str) {
         .iter()
         .zip(expected)
         .all(|(&a, e)| a.abs_diff(e) <= tolerance);
-    assert!(close, "{what}: got {actual:?}, expected {expected:?} ± {tolerance}");
+    assert!(
+        close,
+        "{what}: got {actual:?}, expected {expected:?} ± {tolerance}"
+    );
 }
 
 /// Files of `dir` (recursively), relative, sorted.
@@ -202,14 +205,20 @@ fn manifest_records_captions_sizes_and_hashes() {
     let manifest = run.result.unwrap().manifest;
     for image in &manifest.images {
         let bytes = fs::read(fixture().join("images").join(&image.file)).unwrap();
-        assert_eq!(image.sha256, hex::encode(Sha256::digest(&bytes)), "{}", image.file);
+        assert_eq!(
+            image.sha256,
+            hex::encode(Sha256::digest(&bytes)),
+            "{}",
+            image.file
+        );
         let expected_size = if image.file == "rotated.jpg" {
             (24, 40) // as displayed, after the EXIF orientation
         } else {
             (40, 24)
         };
         assert_eq!((image.width, image.height), expected_size, "{}", image.file);
-        let expected_caption = (image.file == "photo.png").then_some("a photo of a checkered gradient");
+        let expected_caption =
+            (image.file == "photo.png").then_some("a photo of a checkered gradient");
         assert_eq!(image.caption.as_deref(), expected_caption, "{}", image.file);
     }
 }
@@ -225,9 +234,7 @@ fn events_report_rejects_ignored_files_and_every_image() {
         "{logs:#?}"
     );
     assert!(
-        logs.contains(
-            &"ignored 2 files that are not images or captions: `notes.md`, `orphan.txt`"
-        ),
+        logs.contains(&"ignored 2 files that are not images or captions: `notes.md`, `orphan.txt`"),
         "{logs:#?}"
     );
     let progress: Vec<(usize, usize)> = run
@@ -280,7 +287,10 @@ fn manifest_json_round_trips() {
     let run = run(&params(&fixture()));
     let prepared = run.result.unwrap();
     let text = fs::read_to_string(&prepared.manifest_path).unwrap();
-    assert!(text.contains("\n  \"format\": \"atelier-dataset-v1\""), "not pretty: {text}");
+    assert!(
+        text.contains("\n  \"format\": \"atelier-dataset-v1\""),
+        "not pretty: {text}"
+    );
     let read: Manifest = serde_json::from_str(&text).unwrap();
     assert_eq!(read, prepared.manifest);
     let again: Manifest = serde_json::from_str(&serde_json::to_string(&read).unwrap()).unwrap();
@@ -397,7 +407,11 @@ fn strict_fails_naming_the_broken_file() {
         message.starts_with(&format!("cannot decode `{}`: ", path.display())),
         "{message}"
     );
-    assert!(files_in(run.out.path()).is_empty(), "left {:?}", files_in(run.out.path()));
+    assert!(
+        files_in(run.out.path()).is_empty(),
+        "left {:?}",
+        files_in(run.out.path())
+    );
 }
 
 #[test]
@@ -415,7 +429,11 @@ fn too_few_images_fails_with_the_counts() {
             fixture().join("images").display()
         )
     );
-    assert!(files_in(run.out.path()).is_empty(), "left {:?}", files_in(run.out.path()));
+    assert!(
+        files_in(run.out.path()).is_empty(),
+        "left {:?}",
+        files_in(run.out.path())
+    );
 
     // Exactly enough is fine.
     let run = self::run(&PrepareParams {
@@ -488,7 +506,10 @@ fn hidden_files_are_skipped_and_captions_paired_by_folder() {
         .map(|i| (i.file.as_str(), i.caption.as_deref()))
         .collect();
     // An empty caption file is no caption.
-    assert_eq!(packed, vec![("a.png", None), ("sub/a.JPG", Some("sub caption"))]);
+    assert_eq!(
+        packed,
+        vec![("a.png", None), ("sub/a.JPG", Some("sub caption"))]
+    );
     assert!(
         !logs(&run.events).iter().any(|l| l.starts_with("ignored")),
         "{:#?}",
@@ -513,7 +534,11 @@ fn cancellation_stops_between_images() {
         PrepareEvent::Log(_) => None,
     });
     assert_eq!(last_progress, Some(3));
-    assert!(files_in(run.out.path()).is_empty(), "left {:?}", files_in(run.out.path()));
+    assert!(
+        files_in(run.out.path()).is_empty(),
+        "left {:?}",
+        files_in(run.out.path())
+    );
 }
 
 #[test]

@@ -102,10 +102,17 @@ impl DispatchArgs {
                 }
                 "sqlite" => {
                     let dir = tempfile::tempdir()?;
-                    let url = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
+                    let url = format!(
+                        "sqlite://{}?mode=rwc",
+                        dir.path().join("bench.db").display()
+                    );
                     self.run(store, &url).await?
                 }
-                other => return Err(CliError::invalid(format!("--stores: unknown store `{other}` (postgres, sqlite)"))),
+                other => {
+                    return Err(CliError::invalid(format!(
+                        "--stores: unknown store `{other}` (postgres, sqlite)"
+                    )))
+                }
             };
             if !self.json {
                 println!(
@@ -131,7 +138,9 @@ impl DispatchArgs {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             lease_ttl: Duration::from_secs(30),
         };
-        let running = atelier_coordinator::server::start(config).await.map_err(|e| CliError::failure(e.to_string()))?;
+        let running = atelier_coordinator::server::start(config)
+            .await
+            .map_err(|e| CliError::failure(e.to_string()))?;
         let c = running.coordinator.clone();
         let url = format!("http://{}", running.addr);
 
@@ -161,13 +170,23 @@ impl DispatchArgs {
         }
         let t1 = Instant::now();
         loop {
-            let exps = c.store.list_experiments(Some("bench")).await.map_err(|e| CliError::failure(e.to_string()))?;
-            let done = exps.iter().map(|e| e.counts.get("succeeded").copied().unwrap_or(0)).sum::<i64>();
+            let exps = c
+                .store
+                .list_experiments(Some("bench"))
+                .await
+                .map_err(|e| CliError::failure(e.to_string()))?;
+            let done = exps
+                .iter()
+                .map(|e| e.counts.get("succeeded").copied().unwrap_or(0))
+                .sum::<i64>();
             if done as usize >= self.jobs {
                 break;
             }
             if t1.elapsed() > Duration::from_secs(600) {
-                return Err(CliError::failure(format!("only {done} of {} jobs finished in 10 minutes", self.jobs)));
+                return Err(CliError::failure(format!(
+                    "only {done} of {} jobs finished in 10 minutes",
+                    self.jobs
+                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -176,14 +195,21 @@ impl DispatchArgs {
         // 3. latency: idle workers long-poll; single-job submissions, one at a time
         let mut ids = Vec::new();
         for i in 0..self.latency_jobs {
-            let r = api.submit(v1_request(&format!("latency-{i}"), &noop_jobs(1, "l"))).await?.into_inner();
+            let r = api
+                .submit(v1_request(&format!("latency-{i}"), &noop_jobs(1, "l")))
+                .await?
+                .into_inner();
             ids.extend(r.job_ids);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let mut latencies = Vec::new();
         for id in ids {
             let job = loop {
-                let j = c.store.get_job(id).await.map_err(|e| CliError::failure(e.to_string()))?;
+                let j = c
+                    .store
+                    .get_job(id)
+                    .await
+                    .map_err(|e| CliError::failure(e.to_string()))?;
                 if j.started_at.is_some() {
                     break j;
                 }
@@ -222,9 +248,9 @@ fn v1_request(name: &str, jobs: &[JobSpec]) -> atelier_proto::v1::SubmitRequest 
 pub async fn scratch_postgres(admin: &str) -> CliResult<(String, String, String)> {
     use sqlx::Connection;
     let name = format!("atelier_bench_{:08x}", rand::random::<u32>());
-    let mut conn = sqlx::PgConnection::connect(admin)
-        .await
-        .map_err(|e| CliError::failure(format!("cannot connect to PostgreSQL at `{admin}`: {e}")))?;
+    let mut conn = sqlx::PgConnection::connect(admin).await.map_err(|e| {
+        CliError::failure(format!("cannot connect to PostgreSQL at `{admin}`: {e}"))
+    })?;
     sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
         .await
         .map_err(|e| CliError::failure(format!("cannot create database {name}: {e}")))?;
@@ -235,6 +261,10 @@ pub async fn scratch_postgres(admin: &str) -> CliResult<(String, String, String)
 async fn drop_postgres(admin: &str, name: &str) {
     use sqlx::Connection;
     if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
-        let _ = sqlx::Executor::execute(&mut conn, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
+        let _ = sqlx::Executor::execute(
+            &mut conn,
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
+        )
+        .await;
     }
 }

@@ -21,7 +21,10 @@ impl Args {
         let mut api = super::connect(&settings)?;
         let target = crate::refs::target(&mut api, &self.target).await?;
         let r = api
-            .cancel(v1::TargetRequest { target: Some(target), reason: self.reason.unwrap_or_default() })
+            .cancel(v1::TargetRequest {
+                target: Some(target),
+                reason: self.reason.unwrap_or_default(),
+            })
             .await?
             .into_inner();
         if self.json {

@@ -7,6 +7,7 @@ use crate::error::{CliError, CliResult};
 use crate::settings::Settings;
 
 #[derive(clap::Args, Debug)]
+#[group(skip)]
 pub struct Args {
     /// Address to listen on (setting `listen`)
     #[arg(long)]
@@ -53,7 +54,10 @@ impl Args {
             )));
         }
         std::fs::create_dir_all(&s.data_dir).map_err(|e| {
-            CliError::failure(format!("cannot create data_dir `{}`: {e}", s.data_dir.display()))
+            CliError::failure(format!(
+                "cannot create data_dir `{}`: {e}",
+                s.data_dir.display()
+            ))
         })?;
         Ok(CoordinatorConfig {
             database_url: s.database_url(),

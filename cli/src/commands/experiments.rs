@@ -23,7 +23,16 @@ impl Args {
             print_json(&exps);
             return Ok(());
         }
-        let mut t = table(&["ID", "NAME", "CREATED", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"]);
+        let mut t = table(&[
+            "ID",
+            "NAME",
+            "CREATED",
+            "QUEUED",
+            "RUNNING",
+            "SUCCEEDED",
+            "FAILED",
+            "CANCELLED",
+        ]);
         for e in &exps {
             t.add_row(vec![
                 format!("e{}", e.id),

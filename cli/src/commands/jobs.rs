@@ -19,7 +19,19 @@ pub struct Args {
 
 /// The job table shared by `jobs` and `watch`.
 pub fn job_table(jobs: &[v1::Job]) -> comfy_table::Table {
-    let mut t = table(&["ID", "EXPERIMENT", "NAME", "KIND", "STATE", "PRI", "TRY", "PROGRESS", "WORKER", "TIME", "REASON"]);
+    let mut t = table(&[
+        "ID",
+        "EXPERIMENT",
+        "NAME",
+        "KIND",
+        "STATE",
+        "PRI",
+        "TRY",
+        "PROGRESS",
+        "WORKER",
+        "TIME",
+        "REASON",
+    ]);
     let now = now_ms();
     for j in jobs {
         let time = match (j.started_at_ms, j.finished_at_ms) {
@@ -28,7 +40,11 @@ pub fn job_table(jobs: &[v1::Job]) -> comfy_table::Table {
             (s, f) => duration_ms(f - s),
         };
         let progress = if j.state == "running" {
-            format!("{:>3.0}% {}", j.progress * 100.0, shorten(&j.progress_message, 20))
+            format!(
+                "{:>3.0}% {}",
+                j.progress * 100.0,
+                shorten(&j.progress_message, 20)
+            )
         } else {
             String::new()
         };

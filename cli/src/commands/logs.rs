@@ -21,7 +21,11 @@ impl Args {
         let job_id = crate::refs::job_id(&self.job)?;
         let mut api = super::connect(&settings)?;
         let mut lines = api
-            .logs(v1::LogsRequest { job_id, follow: self.follow, after_seq: 0 })
+            .logs(v1::LogsRequest {
+                job_id,
+                follow: self.follow,
+                after_seq: 0,
+            })
             .await?
             .into_inner();
         while let Some(line) = lines.next().await {

@@ -81,7 +81,9 @@ impl Command {
     /// Services log their progress; client commands only warnings.
     pub fn default_log_filter(&self) -> &'static str {
         match self {
-            Command::Coordinator(_) | Command::Worker(_) | Command::Up(_) => "info,sqlx=warn,h2=warn,tower=warn",
+            Command::Coordinator(_) | Command::Worker(_) | Command::Up(_) => {
+                "info,sqlx=warn,h2=warn,tower=warn"
+            }
             _ => "warn",
         }
     }

@@ -22,7 +22,10 @@ impl Args {
         let target = crate::refs::target(&mut api, &self.target).await?;
         let r = api
             .set_priority(v1::SetPriorityRequest {
-                target: Some(v1::TargetRequest { target: Some(target), reason: String::new() }),
+                target: Some(v1::TargetRequest {
+                    target: Some(target),
+                    reason: String::new(),
+                }),
                 priority: self.priority,
             })
             .await?

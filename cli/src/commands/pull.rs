@@ -30,7 +30,10 @@ impl Args {
     pub async fn exec(self, settings: Settings) -> CliResult {
         let job_id = crate::refs::job_id(&self.job)?;
         let mut api = super::connect(&settings)?;
-        let r = api.get_job(v1::GetJobRequest { job_id }).await?.into_inner();
+        let r = api
+            .get_job(v1::GetJobRequest { job_id })
+            .await?
+            .into_inner();
         let job = r.job.unwrap_or_default();
         let artifacts: Vec<v1::Artifact> = r
             .artifacts
@@ -38,21 +41,46 @@ impl Args {
             .filter(|a| self.name.as_ref().is_none_or(|n| &a.name == n))
             .collect();
         if artifacts.is_empty() {
-            return Err(CliError::new(Exit::NotFound, format!("job {job_id} `{}` has no artifacts{}", job.name,
-                self.name.as_ref().map(|n| format!(" named `{n}`")).unwrap_or_default())));
+            return Err(CliError::new(
+                Exit::NotFound,
+                format!(
+                    "job {job_id} `{}` has no artifacts{}",
+                    job.name,
+                    self.name
+                        .as_ref()
+                        .map(|n| format!(" named `{n}`"))
+                        .unwrap_or_default()
+                ),
+            ));
         }
-        let dir = self.output.clone().unwrap_or_else(|| PathBuf::from(&job.name));
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| CliError::failure(format!("cannot create `{}`: {e}", dir.display())))?;
+        let dir = self
+            .output
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&job.name));
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| CliError::failure(format!("cannot create `{}`: {e}", dir.display())))?;
         let show_bar = std::io::stderr().is_terminal() && !self.json;
         let mut pulled = Vec::new();
         for a in &artifacts {
             let dest = dir.join(&a.name);
             let partial = dir.join(format!(".{}.partial", a.name));
-            let bar = if show_bar { ProgressBar::new(a.size) } else { ProgressBar::hidden() };
-            bar.set_style(ProgressStyle::with_template("{msg:24} {bar:40} {bytes}/{total_bytes} {bytes_per_sec}").unwrap());
+            let bar = if show_bar {
+                ProgressBar::new(a.size)
+            } else {
+                ProgressBar::hidden()
+            };
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg:24} {bar:40} {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .unwrap(),
+            );
             bar.set_message(a.name.clone());
             let mut stream = api
-                .download(v1::DownloadRequest { what: Some(v1::download_request::What::ArtifactId(a.id)) })
+                .download(v1::DownloadRequest {
+                    what: Some(v1::download_request::What::ArtifactId(a.id)),
+                })
                 .await?
                 .into_inner();
             let mut file = tokio::fs::File::create(&partial).await?;
@@ -76,7 +104,12 @@ impl Args {
             }
             tokio::fs::rename(&partial, &dest).await?;
             if !self.json {
-                println!("{}  {}  {} (sha256 verified)", a.sha256, dest.display(), bytes(a.size));
+                println!(
+                    "{}  {}  {} (sha256 verified)",
+                    a.sha256,
+                    dest.display(),
+                    bytes(a.size)
+                );
             }
             pulled.push(serde_json::json!({
                 "name": a.name, "path": dest, "size": a.size, "sha256": a.sha256, "verified": true,

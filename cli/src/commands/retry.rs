@@ -18,7 +18,10 @@ impl Args {
         let mut api = super::connect(&settings)?;
         let target = crate::refs::target(&mut api, &self.target).await?;
         let r = api
-            .retry(v1::TargetRequest { target: Some(target), reason: String::new() })
+            .retry(v1::TargetRequest {
+                target: Some(target),
+                reason: String::new(),
+            })
             .await?
             .into_inner();
         if self.json {

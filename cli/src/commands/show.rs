@@ -26,7 +26,10 @@ impl Args {
             return Ok(());
         }
         let j = r.job.unwrap_or_default();
-        println!("job {} `{}` of experiment e{} `{}`", j.id, j.name, j.experiment_id, j.experiment_name);
+        println!(
+            "job {} `{}` of experiment e{} `{}`",
+            j.id, j.name, j.experiment_id, j.experiment_name
+        );
         println!("  kind       {}", j.kind);
         println!("  state      {}", j.state);
         if !r.waiting_reason.is_empty() {
@@ -45,15 +48,28 @@ impl Args {
             req.gpus,
             req.gpu_mem_gb,
             req.backend,
-            if labels.is_empty() { String::new() } else { format!(", labels {}", labels.join(",")) }
+            if labels.is_empty() {
+                String::new()
+            } else {
+                format!(", labels {}", labels.join(","))
+            }
         );
         if !r.needs_names.is_empty() {
-            let needs: Vec<String> = j.needs.iter().zip(&r.needs_names).map(|(i, n)| format!("{i} `{n}`")).collect();
+            let needs: Vec<String> = j
+                .needs
+                .iter()
+                .zip(&r.needs_names)
+                .map(|(i, n)| format!("{i} `{n}`"))
+                .collect();
             println!("  needs      {}", needs.join(", "));
         }
         if j.state == "running" {
             println!("  worker     {} (GPUs {:?})", j.worker_id, j.gpu_indexes);
-            println!("  progress   {:.0}% {}", j.progress * 100.0, j.progress_message);
+            println!(
+                "  progress   {:.0}% {}",
+                j.progress * 100.0,
+                j.progress_message
+            );
         }
         println!("  params     {}", j.params_json);
         if !j.sweep_point_json.is_empty() {
@@ -64,9 +80,15 @@ impl Args {
         }
         println!("  created    {}", ago(j.created_at_ms));
         if !r.attempts.is_empty() {
-            let mut t = table(&["TOKEN", "TRY", "WORKER", "STARTED", "TOOK", "OUTCOME", "REASON"]);
+            let mut t = table(&[
+                "TOKEN", "TRY", "WORKER", "STARTED", "TOOK", "OUTCOME", "REASON",
+            ]);
             for a in &r.attempts {
-                let took = if a.ended_at_ms > 0 { duration_ms(a.ended_at_ms - a.started_at_ms) } else { "-".into() };
+                let took = if a.ended_at_ms > 0 {
+                    duration_ms(a.ended_at_ms - a.started_at_ms)
+                } else {
+                    "-".into()
+                };
                 t.add_row(vec![
                     a.lease_token.to_string(),
                     a.attempt.to_string(),
@@ -82,7 +104,12 @@ impl Args {
         if !r.artifacts.is_empty() {
             let mut t = table(&["ID", "NAME", "SIZE", "SHA256"]);
             for a in &r.artifacts {
-                t.add_row(vec![a.id.to_string(), a.name.clone(), bytes(a.size), a.sha256.clone()]);
+                t.add_row(vec![
+                    a.id.to_string(),
+                    a.name.clone(),
+                    bytes(a.size),
+                    a.sha256.clone(),
+                ]);
             }
             println!("artifacts (atelier pull {})\n{t}", j.id);
         }

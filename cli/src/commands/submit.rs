@@ -35,7 +35,13 @@ pub fn load(file: &std::path::Path, sets: &[String]) -> CliResult<ExperimentSpec
         .map_err(|e| CliError::invalid(e.to_string()))?;
     let base = file
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { std::path::Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                p
+            }
+        })
         .unwrap_or(std::path::Path::new("."));
     spec::resolve_paths(&mut exp, base).map_err(|e| CliError::invalid(e.to_string()))?;
     Ok(exp)
@@ -94,7 +100,11 @@ impl Args {
                     ]);
                 }
                 println!("{t}");
-                println!("{}: {} jobs, valid (not submitted)", exp.name, exp.jobs.len());
+                println!(
+                    "{}: {} jobs, valid (not submitted)",
+                    exp.name,
+                    exp.jobs.len()
+                );
             }
             return Ok(());
         }

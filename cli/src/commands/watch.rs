@@ -23,7 +23,10 @@ fn describe(ev: &v1::Event) -> Option<String> {
     let at = chrono_like(ev.at_ms);
     match ev.kind.as_ref()? {
         Kind::State(s) => {
-            let mut line = format!("{at} job {} `{}`: {} → {}", ev.job_id, s.job_name, s.from, s.to);
+            let mut line = format!(
+                "{at} job {} `{}`: {} → {}",
+                ev.job_id, s.job_name, s.from, s.to
+            );
             if s.to == "running" {
                 line.push_str(&format!(" on {} (attempt {})", s.worker_id, s.attempt + 1));
             }
@@ -32,9 +35,17 @@ fn describe(ev: &v1::Event) -> Option<String> {
             }
             Some(line)
         }
-        Kind::Progress(p) => Some(format!("{at} job {} {:.0}% {}", ev.job_id, p.fraction * 100.0, p.message)),
+        Kind::Progress(p) => Some(format!(
+            "{at} job {} {:.0}% {}",
+            ev.job_id,
+            p.fraction * 100.0,
+            p.message
+        )),
         Kind::Log(l) => Some(format!("{at} job {} | {}", ev.job_id, l.line)),
-        Kind::Artifact(a) => Some(format!("{at} job {} stored `{}` ({} bytes)", ev.job_id, a.name, a.size)),
+        Kind::Artifact(a) => Some(format!(
+            "{at} job {} stored `{}` ({} bytes)",
+            ev.job_id, a.name, a.size
+        )),
     }
 }
 
@@ -80,28 +91,45 @@ impl Args {
             }
             last_draw = Instant::now();
             let jobs = api
-                .list_jobs(v1::ListJobsRequest { experiment_id, state: String::new(), limit: 0 })
+                .list_jobs(v1::ListJobsRequest {
+                    experiment_id,
+                    state: String::new(),
+                    limit: 0,
+                })
                 .await?
                 .into_inner()
                 .jobs;
             if tty {
                 let shown: Vec<v1::Job> = if experiment_id == 0 {
-                    jobs.iter().filter(|j| matches!(j.state.as_str(), "queued" | "running")).cloned().collect()
+                    jobs.iter()
+                        .filter(|j| matches!(j.state.as_str(), "queued" | "running"))
+                        .cloned()
+                        .collect()
                 } else {
                     jobs.clone()
                 };
                 let counts = count(&jobs);
-                print!("\x1b[2J\x1b[H{}\n{counts}\n", super::jobs::job_table(&shown));
+                print!(
+                    "\x1b[2J\x1b[H{}\n{counts}\n",
+                    super::jobs::job_table(&shown)
+                );
             }
-            if experiment_id != 0 && !self.forever && !jobs.is_empty()
-                && jobs.iter().all(|j| matches!(j.state.as_str(), "succeeded" | "failed" | "cancelled"))
+            if experiment_id != 0
+                && !self.forever
+                && !jobs.is_empty()
+                && jobs
+                    .iter()
+                    .all(|j| matches!(j.state.as_str(), "succeeded" | "failed" | "cancelled"))
             {
                 let bad = jobs.iter().filter(|j| j.state != "succeeded").count();
                 if !self.json {
                     println!("{}", count(&jobs));
                 }
                 if bad > 0 {
-                    return Err(CliError::new(Exit::JobsFailed, format!("{bad} of {} jobs did not succeed", jobs.len())));
+                    return Err(CliError::new(
+                        Exit::JobsFailed,
+                        format!("{bad} of {} jobs did not succeed", jobs.len()),
+                    ));
                 }
                 return Ok(());
             }

@@ -8,6 +8,7 @@ use crate::error::{CliError, CliResult};
 use crate::settings::Settings;
 
 #[derive(clap::Args, Debug)]
+#[group(skip)]
 pub struct Args {
     /// GPUs this worker may use, e.g. 0,1 (default: all that nvidia-smi lists for cuda)
     #[arg(long, value_delimiter = ',')]

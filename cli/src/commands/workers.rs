@@ -29,10 +29,25 @@ impl Args {
             print_json(&workers);
             return Ok(());
         }
-        let mut t = table(&["ID", "NAME", "ONLINE", "BACKEND", "GPUS", "CPU SLOTS", "LABELS", "RUNNING", "SEEN"]);
+        let mut t = table(&[
+            "ID",
+            "NAME",
+            "ONLINE",
+            "BACKEND",
+            "GPUS",
+            "CPU SLOTS",
+            "LABELS",
+            "RUNNING",
+            "SEEN",
+        ]);
         for w in &workers {
-            let gpus: Vec<String> = w.gpus.iter().map(|g| format!("{}:{} ({} GB)", g.index, g.name, g.memory_gb)).collect();
-            let mut labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let gpus: Vec<String> = w
+                .gpus
+                .iter()
+                .map(|g| format!("{}:{} ({} GB)", g.index, g.name, g.memory_gb))
+                .collect();
+            let mut labels: Vec<String> =
+                w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             labels.sort();
             t.add_row(vec![
                 w.id.clone(),
@@ -42,7 +57,11 @@ impl Args {
                 gpus.join(", "),
                 w.cpu_slots.to_string(),
                 labels.join(","),
-                w.running_jobs.iter().map(|j| j.to_string()).collect::<Vec<_>>().join(","),
+                w.running_jobs
+                    .iter()
+                    .map(|j| j.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
                 ago(w.last_seen_ms),
             ]);
         }

@@ -129,7 +129,11 @@ impl Atelier for AtelierService {
             .store
             .insert_experiment(&r.name, &r.source, &jobs)
             .await?;
-        tracing::info!(experiment = experiment_id, jobs = job_ids.len(), "experiment submitted");
+        tracing::info!(
+            experiment = experiment_id,
+            jobs = job_ids.len(),
+            "experiment submitted"
+        );
         self.c.work_available.notify_waiters();
         Ok(Response::new(v1::SubmitResponse {
             experiment_id,

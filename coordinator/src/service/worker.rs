@@ -29,9 +29,10 @@ impl WorkerService {
         if let Some(s) = self.c.gpu_memory.read().await.get(worker_id) {
             return Ok(s.clone());
         }
-        let row = self.c.store.get_worker(worker_id).await?.ok_or_else(|| {
-            Status::not_found(format!("worker {worker_id} is not registered"))
-        })?;
+        let row =
+            self.c.store.get_worker(worker_id).await?.ok_or_else(|| {
+                Status::not_found(format!("worker {worker_id} is not registered"))
+            })?;
         let shape = WorkerShape {
             backend: row.backend.clone(),
             gpus: row

@@ -91,22 +91,21 @@ impl Store {
 
     /// Needs of many jobs at once: (job_id, needs_id) pairs.
     pub async fn needs_edges(&self, experiment_id: Option<i64>) -> Result<Vec<(i64, i64)>> {
-        let rows = match experiment_id {
-            Some(e) => {
-                sqlx::query(
+        let rows =
+            match experiment_id {
+                Some(e) => sqlx::query(
                     "SELECT n.job_id, n.needs_id FROM job_needs n JOIN jobs j ON j.id = n.job_id \
                      WHERE j.experiment_id = $1",
                 )
                 .bind(e)
                 .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query("SELECT job_id, needs_id FROM job_needs")
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        };
+                .await?,
+                None => {
+                    sqlx::query("SELECT job_id, needs_id FROM job_needs")
+                        .fetch_all(&self.pool)
+                        .await?
+                }
+            };
         rows.into_iter()
             .map(|r| Ok((r.try_get("job_id")?, r.try_get("needs_id")?)))
             .collect()

@@ -362,7 +362,8 @@ impl Store {
             format!("{error} (worker {worker}, {attempt_note}; not retryable)")
         };
         // end_job closes the attempt with the short error; the job keeps the long reason.
-        self.end_job(tx, job, "failed", &reason, outcome, now).await?;
+        self.end_job(tx, job, "failed", &reason, outcome, now)
+            .await?;
         sqlx::query("UPDATE job_attempts SET reason = $1 WHERE job_id = $2 AND lease_token = $3")
             .bind(error)
             .bind(job.id)

@@ -50,13 +50,15 @@ impl Store {
     }
 
     pub async fn touch_worker(&self, id: &str) -> Result<bool> {
-        Ok(sqlx::query("UPDATE workers SET last_seen = $1 WHERE id = $2")
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected()
-            == 1)
+        Ok(
+            sqlx::query("UPDATE workers SET last_seen = $1 WHERE id = $2")
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                == 1,
+        )
     }
 
     /// Workers heard from in the last `within_ms` (all of them when `None`).

@@ -157,11 +157,17 @@ impl JobContext {
             }
             match self.upload_once(name, path, &sha, size).await {
                 Ok(a) => {
-                    self.log(format!("stored artifact `{name}` ({size} bytes, sha256 {sha})"));
+                    self.log(format!(
+                        "stored artifact `{name}` ({size} bytes, sha256 {sha})"
+                    ));
                     return Ok(a);
                 }
                 Err(e) if is_transient(&e) => {
-                    tracing::warn!(job = self.job.id, "upload of `{name}` failed: {}; retrying", e.message());
+                    tracing::warn!(
+                        job = self.job.id,
+                        "upload of `{name}` failed: {}; retrying",
+                        e.message()
+                    );
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(e) => {

@@ -36,7 +36,9 @@ pub async fn run(ctx: &JobContext) -> Result<serde_json::Value, JobError> {
         result["artifact_sha256"] = a.sha256.into();
     }
     if p.fail {
-        return Err(JobError::permanent("failed on purpose (params.fail is true)"));
+        return Err(JobError::permanent(
+            "failed on purpose (params.fail is true)",
+        ));
     }
     Ok(result)
 }

@@ -30,8 +30,13 @@ pub async fn run(ctx: &JobContext) -> Result<serde_json::Value, JobError> {
     while let Some(event) = rx.recv().await {
         match event {
             PrepareEvent::Progress { done, total } => {
-                let f = if total == 0 { 0.0 } else { done as f64 / total as f64 };
-                ctx.progress(f * 0.9, format!("{done}/{total} images")).await;
+                let f = if total == 0 {
+                    0.0
+                } else {
+                    done as f64 / total as f64
+                };
+                ctx.progress(f * 0.9, format!("{done}/{total} images"))
+                    .await;
             }
             PrepareEvent::Log(line) => ctx.log(line),
         }

@@ -84,9 +84,15 @@ pub enum PrepareError {
     // The I/O error is in the message rather than a `source` because job errors travel
     // to the coordinator as one string.
     #[error("failed to read `{}`: {error}", .path.display())]
-    Read { path: PathBuf, error: std::io::Error },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("failed to write `{}`: {error}", .path.display())]
-    Write { path: PathBuf, error: std::io::Error },
+    Write {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("failed to serialise the manifest: {0}")]
     Manifest(serde_json::Error),
     #[error("failed to build the safetensors header: {0}")]
@@ -199,7 +205,10 @@ pub fn prepare(
             }
             Ok(decoded) => {
                 let pixels_hash: [u8; 32] = Sha256::digest(decoded.pixels.as_raw()).into();
-                if let Some(first) = params.dedupe.then(|| seen_pixels.get(&pixels_hash)).flatten()
+                if let Some(first) = params
+                    .dedupe
+                    .then(|| seen_pixels.get(&pixels_hash))
+                    .flatten()
                 {
                     duplicates.push(Duplicate {
                         file: candidate.rel,

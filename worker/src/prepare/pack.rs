@@ -47,7 +47,11 @@ impl Packer {
 
     /// Appends one image of `resolution` x `resolution` x 3 bytes.
     pub fn push(&mut self, rgb: &[u8]) -> Result<(), PrepareError> {
-        assert_eq!(rgb.len(), self.image_len, "image size differs from resolution");
+        assert_eq!(
+            rgb.len(),
+            self.image_len,
+            "image size differs from resolution"
+        );
         let writer = self.pixels.as_mut().expect("packer already finished");
         writer.write_all(rgb).map_err(|error| PrepareError::Write {
             path: self.pixels_path.clone(),
@@ -60,7 +64,10 @@ impl Packer {
     /// Writes `path` (through a `.partial` file renamed at the end, so a reader never
     /// sees half a dataset) with the pushed images and `manifest` as metadata.
     pub fn finish(mut self, path: &Path, manifest: &Manifest) -> Result<(), PrepareError> {
-        assert_eq!(manifest.count, self.count, "manifest count differs from images");
+        assert_eq!(
+            manifest.count, self.count,
+            "manifest count differs from images"
+        );
         let write_err = |path: &Path| {
             let path = path.to_path_buf();
             move |error| PrepareError::Write { path, error }

@@ -8,9 +8,7 @@ use super::PrepareError;
 
 /// Extensions (lower-case) of the files tried as images. The content decides the
 /// format; the extension only decides whether a file is tried at all.
-const IMAGE_EXTENSIONS: &[&str] = &[
-    "png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff",
-];
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"];
 
 /// An image file found by [`scan`].
 #[derive(Debug, Clone)]
@@ -172,10 +170,7 @@ mod tests {
     fn stem_key_pairs_image_and_caption() {
         assert_eq!(stem_key("a/b/photo.png"), stem_key("a/b/photo.txt"));
         assert_ne!(stem_key("a/photo.png"), stem_key("b/photo.txt"));
-        assert_eq!(
-            stem_key("x.tar.png"),
-            ("".to_string(), "x.tar".to_string())
-        );
+        assert_eq!(stem_key("x.tar.png"), ("".to_string(), "x.tar".to_string()));
     }
 
     #[test]
