@@ -15,6 +15,8 @@ pub struct Settings {
     pub database_url: String,
     /// Publish events through Redis when set.
     pub redis_url: String,
+    /// Redis channel for events (one per installation sharing a Redis).
+    pub redis_channel: String,
     /// Artifact directory; default `data_dir/artifacts`.
     pub artifact_dir: String,
     /// Address the coordinator listens on.
@@ -31,6 +33,7 @@ impl Default for Settings {
             data_dir: default_data_dir(),
             database_url: String::new(),
             redis_url: String::new(),
+            redis_channel: atelier_coordinator::events::REDIS_CHANNEL.into(),
             artifact_dir: String::new(),
             listen: "127.0.0.1:7878".into(),
             coordinator: "http://127.0.0.1:7878".into(),

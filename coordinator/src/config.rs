@@ -10,6 +10,8 @@ pub struct CoordinatorConfig {
     pub database_url: String,
     /// Publish job events through Redis pub/sub when set; in-process otherwise.
     pub redis_url: Option<String>,
+    /// The Redis channel; installations sharing one Redis each need their own.
+    pub redis_channel: String,
     pub artifact_dir: PathBuf,
     pub listen: SocketAddr,
     /// How long a lease lives without a heartbeat.

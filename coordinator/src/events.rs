@@ -13,7 +13,7 @@ use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::store::{LogRow, StateChange};
 
-/// The Redis channel; payloads are `atelier.v1.Event` as JSON.
+/// The default Redis channel; payloads are `atelier.v1.Event` as JSON.
 pub const REDIS_CHANNEL: &str = "atelier:events";
 
 const LOCAL_CAPACITY: usize = 16_384;
@@ -53,7 +53,9 @@ pub struct RedisBus {
 }
 
 impl RedisBus {
-    pub async fn connect(url: &str) -> Result<Arc<RedisBus>> {
+    pub async fn connect(url: &str, channel: &str) -> Result<Arc<RedisBus>> {
+        let channel = channel.to_string();
+        let sub_channel = channel.clone();
         let client = redis::Client::open(url)
             .map_err(|e| Error::Events(format!("redis_url `{url}`: {e}")))?;
         let manager = redis::aio::ConnectionManager::new(client.clone())
@@ -66,7 +68,7 @@ impl RedisBus {
             while let Some(ev) = rx.recv().await {
                 let payload = serde_json::to_string(&ev).unwrap_or_default();
                 let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                    .arg(REDIS_CHANNEL)
+                    .arg(&channel)
                     .arg(payload)
                     .query_async(&mut conn)
                     .await;
@@ -82,7 +84,7 @@ impl RedisBus {
             loop {
                 match client.get_async_pubsub().await {
                     Ok(mut pubsub) => {
-                        if let Err(e) = pubsub.subscribe(REDIS_CHANNEL).await {
+                        if let Err(e) = pubsub.subscribe(&sub_channel).await {
                             tracing::warn!("subscribing to Redis failed: {e}");
                         } else {
                             if let Some(r) = ready.take() {

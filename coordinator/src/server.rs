@@ -60,7 +60,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         tracing::info!("{extended} running jobs keep their lease while their workers reconnect");
     }
     let events: Arc<dyn EventBus> = match &config.redis_url {
-        Some(url) if !url.is_empty() => RedisBus::connect(url).await?,
+        Some(url) if !url.is_empty() => RedisBus::connect(url, &config.redis_channel).await?,
         _ => LocalBus::new(),
     };
     let blobs = Arc::new(LocalBlobStore::new(&config.artifact_dir)?);

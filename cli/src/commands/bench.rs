@@ -134,6 +134,7 @@ impl DispatchArgs {
         let config = CoordinatorConfig {
             database_url: database_url.to_string(),
             redis_url: None,
+            redis_channel: String::new(),
             artifact_dir: data.path().join("artifacts"),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             lease_ttl: Duration::from_secs(30),

@@ -18,6 +18,9 @@ pub struct Args {
     /// Publish events through Redis (setting `redis_url`)
     #[arg(long)]
     pub redis_url: Option<String>,
+    /// Redis channel for events (setting `redis_channel`)
+    #[arg(long)]
+    pub redis_channel: Option<String>,
     /// Seconds a lease lives without a heartbeat (setting `lease_ttl_secs`)
     #[arg(long)]
     pub lease_ttl: Option<f64>,
@@ -36,6 +39,9 @@ impl Args {
         }
         if let Some(v) = &self.redis_url {
             s.redis_url = v.clone();
+        }
+        if let Some(v) = &self.redis_channel {
+            s.redis_channel = v.clone();
         }
         if let Some(v) = self.lease_ttl {
             s.lease_ttl_secs = v;
@@ -62,6 +68,7 @@ impl Args {
         Ok(CoordinatorConfig {
             database_url: s.database_url(),
             redis_url: s.redis_url(),
+            redis_channel: s.redis_channel.clone(),
             artifact_dir: s.artifact_dir(),
             listen,
             lease_ttl: Duration::from_secs_f64(s.lease_ttl_secs),

@@ -43,7 +43,10 @@ pub fn load(file: &std::path::Path, sets: &[String]) -> CliResult<ExperimentSpec
             }
         })
         .unwrap_or(std::path::Path::new("."));
-    spec::resolve_paths(&mut exp, base).map_err(|e| CliError::invalid(e.to_string()))?;
+    spec::resolve_paths(&mut exp, base).map_err(|mut e| {
+        e.file = label.clone();
+        CliError::invalid(e.to_string())
+    })?;
     Ok(exp)
 }
 

@@ -169,6 +169,8 @@ impl Store {
             .lock_jobs(&mut tx, target, "'queued', 'running'")
             .await?;
         if jobs.is_empty() {
+            // Release the transaction first: on SQLite it holds the only connection.
+            tx.rollback().await?;
             if let Target::Job(id) = target {
                 let job = self.get_job(id).await?;
                 return Err(Error::Conflict(format!(
@@ -176,6 +178,7 @@ impl Store {
                     job.state
                 )));
             }
+            return Ok(Vec::new());
         }
         let mut changes = Vec::new();
         for job in &jobs {
@@ -275,6 +278,7 @@ impl Store {
             .lock_jobs(&mut tx, target, "'failed', 'cancelled'")
             .await?;
         if jobs.is_empty() {
+            tx.rollback().await?;
             if let Target::Job(id) = target {
                 let job = self.get_job(id).await?;
                 return Err(Error::Conflict(format!(
