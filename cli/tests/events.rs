@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Db, Harness, BIN};
+use common::{state, Db, Harness, BIN};
 use serde_json::Value;
 
 fn watch_lines(h: &Harness) -> (std::process::Child, mpsc::Receiver<Value>) {
@@ -83,6 +83,23 @@ fn in_process_events_reach_watch() {
         .iter()
         .any(|e| e["job_id"] == id && e["kind"]["Artifact"]["name"] == "noop.txt"));
     let _ = watcher.kill();
+
+    // `logs -f` prints the stored lines and ends with the job.
+    let slow = h.write(
+        "slow.yaml",
+        "name: slow\njobs:\n  - name: s\n    kind: noop\n    params: {seconds: 1.5, artifact: y}\n",
+    );
+    let id = h.submit(&slow).1[0];
+    let out = h.cli(&["logs", &id.to_string(), "-f"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("[attempt 1] sleeping 1.5 s"), "{text}");
+    assert!(text.contains("stored artifact `noop.txt`"), "{text}");
+    assert_eq!(
+        state(&h.job(id)),
+        "succeeded",
+        "logs -f returned when the job ended"
+    );
 }
 
 #[test]

@@ -53,6 +53,16 @@ struct LocalWriter {
     hasher: Sha256,
     size: u64,
     root: PathBuf,
+    finished: bool,
+}
+
+impl Drop for LocalWriter {
+    /// An upload that broke off leaves no temporary file behind.
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 #[async_trait]
@@ -67,6 +77,7 @@ impl BlobWriter for LocalWriter {
     async fn finish(mut self: Box<Self>) -> Result<(String, u64)> {
         self.file.flush().await?;
         self.file.sync_all().await?;
+        self.finished = true;
         let sha = hex::encode(self.hasher.finalize_reset());
         let dir = self.root.join("sha256").join(&sha[..2]);
         tokio::fs::create_dir_all(&dir).await?;
@@ -94,6 +105,7 @@ impl BlobStore for LocalBlobStore {
             hasher: Sha256::new(),
             size: 0,
             root: self.root.clone(),
+            finished: false,
         }))
     }
 

@@ -8,7 +8,7 @@ use atelier_proto::v1::worker_api_server::WorkerApiServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::artifacts::LocalBlobStore;
 use crate::config::CoordinatorConfig;
@@ -82,9 +82,15 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
             .tcp_nodelay(true)
             .add_service(user)
             .add_service(worker)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = rx.await;
-            }),
+            // Accepted sockets need TCP_NODELAY set here: `Server::tcp_nodelay` only
+            // applies when tonic binds the listener itself, and without it small
+            // responses wait for the client's delayed ACK (~40 ms per call).
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async {
+                    let _ = rx.await;
+                },
+            ),
     );
     tracing::info!("coordinator listening on {addr}");
     Ok(RunningCoordinator {

@@ -143,6 +143,7 @@ impl DispatchArgs {
             .await
             .map_err(|e| CliError::failure(e.to_string()))?;
         let c = running.coordinator.clone();
+        let mut events = c.events.subscribe();
         let url = format!("http://{}", running.addr);
 
         // 1. submit throughput: one experiment of N jobs over gRPC, no worker yet
@@ -170,26 +171,32 @@ impl DispatchArgs {
             tokio::spawn(agent.run(shutdown.child_token()));
         }
         let t1 = Instant::now();
-        loop {
-            let exps = c
-                .store
-                .list_experiments(Some("bench"))
+        // Count completions from the event bus, so that measuring puts no load on
+        // the store (SQLite has a single connection).
+        let mut done = 0usize;
+        while done < self.jobs {
+            match tokio::time::timeout_at((t1 + Duration::from_secs(600)).into(), events.recv())
                 .await
-                .map_err(|e| CliError::failure(e.to_string()))?;
-            let done = exps
-                .iter()
-                .map(|e| e.counts.get("succeeded").copied().unwrap_or(0))
-                .sum::<i64>();
-            if done as usize >= self.jobs {
-                break;
+            {
+                Ok(Ok(ev)) => {
+                    if let Some(atelier_proto::v1::event::Kind::State(s)) = &ev.kind {
+                        if s.to == "succeeded" {
+                            done += 1;
+                        }
+                    }
+                }
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                    return Err(CliError::failure(format!(
+                        "the benchmark fell {n} events behind"
+                    )));
+                }
+                Ok(Err(_)) | Err(_) => {
+                    return Err(CliError::failure(format!(
+                        "only {done} of {} jobs finished in 10 minutes",
+                        self.jobs
+                    )));
+                }
             }
-            if t1.elapsed() > Duration::from_secs(600) {
-                return Err(CliError::failure(format!(
-                    "only {done} of {} jobs finished in 10 minutes",
-                    self.jobs
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let drain_s = t1.elapsed().as_secs_f64();
 

@@ -145,18 +145,15 @@ impl WorkerApi for WorkerService {
                 .await?;
             if !grants.is_empty() {
                 self.c.announce(&changes);
-                let names = self.c.store.experiment_names().await?;
-                let jobs = grants
-                    .into_iter()
-                    .map(|g| v1::LeasedJob {
+                let mut jobs = Vec::with_capacity(grants.len());
+                for g in grants {
+                    let experiment = self.c.store.experiment_name(g.job.experiment_id).await?;
+                    jobs.push(v1::LeasedJob {
                         lease_token: g.job.lease_token as u64,
                         gpu_indexes: g.gpu_indexes.clone(),
-                        job: Some(g.job.to_proto(
-                            names.get(&g.job.experiment_id).map_or("", |s| s.as_str()),
-                            Vec::new(),
-                        )),
-                    })
-                    .collect();
+                        job: Some(g.job.to_proto(&experiment, Vec::new())),
+                    });
+                }
                 return Ok(Response::new(v1::LeaseResponse { jobs }));
             }
             let now = Instant::now();

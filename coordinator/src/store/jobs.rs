@@ -188,7 +188,7 @@ impl Store {
         }
         let roots: Vec<_> = jobs.iter().map(|j| (j.id, j.name.clone())).collect();
         changes.extend(
-            self.cancel_dependents(&mut tx, &roots, "cancelled", now)
+            self.cancel_dependents(&mut tx, &roots, "was cancelled", now)
                 .await?,
         );
         tx.commit().await?;
@@ -232,7 +232,7 @@ impl Store {
     }
 
     /// Cancels, transitively, the queued jobs that need one of `roots`, which ended
-    /// as `how` (failed or cancelled); the reason names the job that ended.
+    /// as `how` (`failed`, `was cancelled`); the reason names the job that ended.
     pub(crate) async fn cancel_dependents(
         &self,
         tx: &mut Transaction<'static, Any>,

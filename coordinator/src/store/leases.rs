@@ -42,28 +42,53 @@ impl Store {
         }
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        // Label matching happens in `scheduler::assign`; a worker without labels can
-        // only take jobs that ask for none, which SQL filters, so it never stalls
-        // behind a long run of jobs it cannot take.
-        let (label_filter, limit) = if cap.labels.is_empty() {
-            (" AND req_labels = '{}'", max_jobs * 2 + 2)
-        } else {
-            ("", max_jobs * 4 + 60)
-        };
-        let candidates: Vec<JobRow> = sqlx::query_as(&format!(
+        // Every job SQL offers fits this worker on its own (`scheduler::assign` then
+        // packs them), so a worker never stalls behind a long run of jobs it cannot
+        // take, whatever their priority:
+        // - GPUs: a job wanting n GPUs of m GB fits when the n-th largest free GPU has
+        //   m GB; a CPU job needs a slot and no GPU memory.
+        // - Labels: the job's labels (a sorted JSON map, as `insert_experiment` writes
+        //   them) must be a subset of the worker's; up to `EXACT_LABELS` labels the
+        //   subsets are listed, beyond that `assign` filters from a longer list.
+        let mut mems: Vec<f64> = cap.free_gpus.iter().map(|g| g.memory_gb).collect();
+        mems.sort_by(|a, b| b.total_cmp(a));
+        let mut sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'queued' AND pending_needs = 0 \
-             AND req_gpus <= $1 AND (req_gpus > 0 OR $2 > 0) AND req_gpu_mem_gb <= $3 \
-             AND (req_backend = 'any' OR req_backend = $4){label_filter} \
-             ORDER BY priority DESC, id LIMIT $5 {}",
+             AND (req_backend = 'any' OR req_backend = $1) \
+             AND ((req_gpus = 0 AND $2 > 0 AND req_gpu_mem_gb <= 0)"
+        );
+        let mut n = 2;
+        for i in 1..=mems.len() {
+            n += 1;
+            sql.push_str(&format!(" OR (req_gpus = {i} AND req_gpu_mem_gb <= ${n})"));
+        }
+        sql.push(')');
+        let label_sets = label_subsets(&cap.labels);
+        let limit = match &label_sets {
+            Some(sets) => {
+                let list: Vec<String> =
+                    (0..sets.len()).map(|i| format!("${}", n + 1 + i)).collect();
+                n += sets.len();
+                sql.push_str(&format!(" AND req_labels IN ({})", list.join(", ")));
+                max_jobs * 2 + 2
+            }
+            None => max_jobs * 4 + 60,
+        };
+        sql.push_str(&format!(
+            " ORDER BY priority DESC, id LIMIT ${} {}",
+            n + 1,
             self.skip_locked()
-        ))
-        .bind(cap.free_gpus.len() as i64)
-        .bind(cap.free_cpu_slots as i64)
-        .bind(cap.largest_free_gpu_gb())
-        .bind(cap.backend.clone())
-        .bind(limit as i64)
-        .fetch_all(&mut *tx)
-        .await?;
+        ));
+        let mut q = sqlx::query_as(&sql)
+            .bind(cap.backend.clone())
+            .bind(cap.free_cpu_slots as i64);
+        for m in &mems {
+            q = q.bind(*m);
+        }
+        for set in label_sets.iter().flatten() {
+            q = q.bind(set.clone());
+        }
+        let candidates: Vec<JobRow> = q.bind(limit as i64).fetch_all(&mut *tx).await?;
         if candidates.is_empty() {
             tx.rollback().await?;
             return Ok((Vec::new(), Vec::new()));
@@ -246,7 +271,10 @@ impl Store {
     ) -> Result<(JobRow, Vec<super::LogRow>)> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let job = self.check_lease_in(&mut tx, job_id, token).await?;
+        let job = match self.check_lease_in(&mut tx, job_id, token).await {
+            Ok(job) => job,
+            Err(e) => return Err(rollback(tx, e).await),
+        };
         let mut rows = Vec::with_capacity(lines.len());
         for line in lines {
             let id: i64 = sqlx::query_scalar(
@@ -274,7 +302,10 @@ impl Store {
     pub async fn complete(&self, job_id: i64, token: i64, result: &str) -> Result<StateChange> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let job = self.check_lease_in(&mut tx, job_id, token).await?;
+        let job = match self.check_lease_in(&mut tx, job_id, token).await {
+            Ok(job) => job,
+            Err(e) => return Err(rollback(tx, e).await),
+        };
         sqlx::query(
             "UPDATE jobs SET state = 'succeeded', result = $1, progress = 1, finished_at = $2, \
              lease_deadline = NULL, reason = '' WHERE id = $3",
@@ -314,7 +345,10 @@ impl Store {
         retryable: bool,
     ) -> Result<Vec<StateChange>> {
         let mut tx = self.pool.begin().await?;
-        let job = self.check_lease_in(&mut tx, job_id, token).await?;
+        let job = match self.check_lease_in(&mut tx, job_id, token).await {
+            Ok(job) => job,
+            Err(e) => return Err(rollback(tx, e).await),
+        };
         let changes = self
             .end_attempt(&mut tx, &job, error, retryable, "failed")
             .await?;
@@ -438,7 +472,10 @@ impl Store {
     ) -> Result<(JobRow, super::ArtifactRow)> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let job = self.check_lease_in(&mut tx, job_id, token).await?;
+        let job = match self.check_lease_in(&mut tx, job_id, token).await {
+            Ok(job) => job,
+            Err(e) => return Err(rollback(tx, e).await),
+        };
         let row: super::ArtifactRow = sqlx::query_as(
             "INSERT INTO artifacts (job_id, attempt, name, sha256, size, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6) \
@@ -457,4 +494,40 @@ impl Store {
         tx.commit().await?;
         Ok((job, row))
     }
+}
+
+/// Ends a transaction that failed with `e`, and returns `e`. Dropped instead, a
+/// transaction's rollback waits for the pool to get to its connection, and until then
+/// it keeps its row locks: PostgreSQL's `SKIP LOCKED` in `lease` and `expire_leases`
+/// would pass over a job just because a stale worker's write to it was refused.
+async fn rollback(tx: Transaction<'static, Any>, e: Error) -> Error {
+    if let Err(r) = tx.rollback().await {
+        tracing::warn!("rollback after `{e}`: {r}");
+    }
+    e
+}
+
+/// Workers with more labels than this are matched by `scheduler::assign` alone.
+const EXACT_LABELS: usize = 6;
+
+/// The `req_labels` texts of every label set `labels` satisfies (all its subsets,
+/// `{}` included), or `None` when there are too many to list.
+fn label_subsets(labels: &std::collections::BTreeMap<String, String>) -> Option<Vec<String>> {
+    if labels.len() > EXACT_LABELS {
+        return None;
+    }
+    let pairs: Vec<(&String, &String)> = labels.iter().collect();
+    Some(
+        (0..1u32 << pairs.len())
+            .map(|mask| {
+                let subset: std::collections::BTreeMap<&String, &String> = pairs
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask & (1 << i) != 0)
+                    .map(|(_, &(k, v))| (k, v))
+                    .collect();
+                serde_json::to_string(&subset).unwrap_or_default()
+            })
+            .collect(),
+    )
 }

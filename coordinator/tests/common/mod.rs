@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use atelier_coordinator::store::Store;
+use atelier_coordinator::store::{Dialect, Store};
 use sqlx::{Connection, Executor, PgConnection, Row};
 use tempfile::TempDir;
 
@@ -76,6 +76,7 @@ pub async fn sqlite_store() -> (Store, TempDir) {
     let store = Store::connect(&url)
         .await
         .unwrap_or_else(|e| panic!("opening SQLite store {url}: {e}"));
+    assert_eq!(store.dialect(), Dialect::Sqlite);
     (store, dir)
 }
 
@@ -172,6 +173,7 @@ pub async fn postgres_store() -> (Store, PgScratch) {
     let store = Store::connect(&scratch.url)
         .await
         .unwrap_or_else(|e| panic!("opening PostgreSQL store {}: {e}", scratch.url));
+    assert_eq!(store.dialect(), Dialect::Postgres);
     (store, scratch)
 }
 
