@@ -174,6 +174,7 @@ fn stale_writes(h: &Harness, job_id: i64, token: u64) -> Vec<String> {
                     job_id,
                     lease_token: token,
                     result_json: "{}".into(),
+                    lease_next: None,
                 })
                 .await;
             refused.push(r.expect_err("a stale complete must be refused"));

@@ -25,6 +25,8 @@ CREATE TABLE jobs (
     req_backend      TEXT NOT NULL DEFAULT 'any',
     req_labels       TEXT NOT NULL DEFAULT '{}',
     pending_needs    BIGINT NOT NULL DEFAULT 0,
+    -- How many jobs need this one: completion skips the unblocking UPDATE at 0.
+    dependents       BIGINT NOT NULL DEFAULT 0,
     lease_token      BIGINT NOT NULL DEFAULT 0,
     lease_deadline   BIGINT,
     worker_id        TEXT,

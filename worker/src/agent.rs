@@ -228,8 +228,9 @@ impl Agent {
         }
     }
 
+    /// Takes the job's GPUs (or a CPU slot) from the free pool and runs it.
     fn start_job(self: Arc<Self>, lj: v1::LeasedJob, shutdown: &CancellationToken) {
-        let Some(job) = lj.job else { return };
+        let Some(job) = &lj.job else { return };
         let cancel = shutdown.child_token();
         {
             let mut s = self.slots.lock().unwrap();
@@ -248,6 +249,40 @@ impl Agent {
                 },
             );
         }
+        self.spawn_job(lj, cancel, shutdown.clone());
+    }
+
+    /// Runs `next`, leased when `done` completed, in the slot `done` held: the slot
+    /// never returns to the free pool, so the lease loop cannot hand it out twice.
+    fn hand_over(self: Arc<Self>, done: i64, next: v1::LeasedJob, shutdown: &CancellationToken) {
+        let Some(job) = &next.job else { return };
+        let cancel = shutdown.child_token();
+        {
+            let mut s = self.slots.lock().unwrap();
+            let old = s.running.remove(&done);
+            let old_gpus = old.map(|r| r.gpus).unwrap_or_default();
+            for g in old_gpus.iter().filter(|g| !next.gpu_indexes.contains(g)) {
+                s.free_gpus.insert(*g);
+            }
+            s.running.insert(
+                job.id,
+                Running {
+                    token: next.lease_token,
+                    cancel: cancel.clone(),
+                    gpus: next.gpu_indexes.clone(),
+                },
+            );
+        }
+        self.spawn_job(next, cancel, shutdown.clone());
+    }
+
+    fn spawn_job(
+        self: Arc<Self>,
+        lj: v1::LeasedJob,
+        cancel: CancellationToken,
+        shutdown: CancellationToken,
+    ) {
+        let Some(job) = lj.job else { return };
         tracing::info!(job = job.id, name = %job.name, kind = %job.kind, attempt = job.attempt, "started");
         let work_dir = self
             .config
@@ -261,10 +296,13 @@ impl Agent {
             cancel,
             self.api.clone(),
         );
-        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let job_id = ctx.job.id;
-            self.execute(ctx, &shutdown).await;
+            let next = self.execute(ctx, &shutdown).await;
+            if let Some(next) = next {
+                self.hand_over(job_id, next, &shutdown);
+                return;
+            }
             let mut s = self.slots.lock().unwrap();
             if let Some(r) = s.running.remove(&job_id) {
                 if r.gpus.is_empty() {
@@ -277,28 +315,28 @@ impl Agent {
         });
     }
 
-    async fn execute(&self, ctx: JobContext, shutdown: &CancellationToken) {
-        if let Err(e) = tokio::fs::create_dir_all(&ctx.work_dir).await {
-            let err = jobs::JobError::retryable(format!(
-                "cannot create `{}`: {e}",
-                ctx.work_dir.display()
-            ));
-            self.report_end(&ctx, Err(err)).await;
-            return;
-        }
+    /// Runs the job and reports its end; returns the next job if the coordinator
+    /// leased one for this slot along with the completion.
+    async fn execute(
+        &self,
+        ctx: JobContext,
+        shutdown: &CancellationToken,
+    ) -> Option<v1::LeasedJob> {
         let outcome = jobs::run(&ctx).await;
+        let mut next = None;
         ctx.flush_logs().await;
         if shutdown.is_cancelled() {
             // Hand the job back now rather than at lease expiry.
             let err = jobs::JobError::retryable(format!("worker {} shut down", self.id));
-            self.send_end(&ctx, &Err(err)).await.ok();
+            self.send_end(&ctx, &Err(err), false).await.ok();
             tracing::info!(job = ctx.job.id, "handed back: worker shutting down");
         } else if ctx.is_cancelled() {
             tracing::info!(job = ctx.job.id, "stopped");
         } else {
-            self.report_end(&ctx, outcome).await;
+            next = self.report_end(&ctx, outcome, shutdown).await;
         }
-        let _ = tokio::fs::remove_dir_all(&ctx.work_dir).await;
+        ctx.remove_work_dir().await;
+        next
     }
 
     /// Reports the end of a job, retrying until the coordinator answers: a finished
@@ -307,20 +345,21 @@ impl Agent {
         &self,
         ctx: &JobContext,
         outcome: Result<serde_json::Value, jobs::JobError>,
-    ) {
+        shutdown: &CancellationToken,
+    ) -> Option<v1::LeasedJob> {
         let mut backoff = Backoff::default();
         loop {
             if ctx.is_cancelled() {
-                return;
+                return None;
             }
-            let sent = self.send_end(ctx, &outcome).await;
+            let sent = self.send_end(ctx, &outcome, !shutdown.is_cancelled()).await;
             match sent {
-                Ok(()) => {
+                Ok(next) => {
                     match &outcome {
                         Ok(_) => tracing::info!(job = ctx.job.id, "succeeded"),
                         Err(e) => tracing::warn!(job = ctx.job.id, "failed: {}", e.message),
                     }
-                    return;
+                    return next;
                 }
                 Err(e) if is_transient(&e) => {
                     let d = backoff.next_delay();
@@ -333,28 +372,41 @@ impl Agent {
                 }
                 Err(e) => {
                     tracing::warn!(job = ctx.job.id, "end of job refused: {}", e.message());
-                    return;
+                    return None;
                 }
             }
         }
     }
 
+    /// Sends the end of a job once. After a success, with `lease_next`, asks in the
+    /// same call for the next job for this job's slot.
     async fn send_end(
         &self,
         ctx: &JobContext,
         outcome: &Result<serde_json::Value, jobs::JobError>,
-    ) -> Result<(), tonic::Status> {
+        lease_next: bool,
+    ) -> Result<Option<v1::LeasedJob>, tonic::Status> {
         match outcome {
-            Ok(result) => self
-                .api
-                .clone()
-                .complete(v1::CompleteRequest {
-                    job_id: ctx.job.id,
-                    lease_token: ctx.token,
-                    result_json: result.to_string(),
-                })
-                .await
-                .map(|_| ()),
+            Ok(result) => {
+                let lease_next = lease_next.then(|| v1::LeaseRequest {
+                    worker_id: self.id.clone(),
+                    free_gpus: ctx.gpu_indexes.clone(),
+                    free_cpu_slots: u32::from(ctx.gpu_indexes.is_empty()),
+                    max_jobs: 1,
+                    wait_ms: 0,
+                });
+                let resp = self
+                    .api
+                    .clone()
+                    .complete(v1::CompleteRequest {
+                        job_id: ctx.job.id,
+                        lease_token: ctx.token,
+                        result_json: result.to_string(),
+                        lease_next,
+                    })
+                    .await?;
+                Ok(resp.into_inner().jobs.into_iter().next())
+            }
             Err(e) => self
                 .api
                 .clone()
@@ -365,7 +417,7 @@ impl Agent {
                     retryable: e.retryable,
                 })
                 .await
-                .map(|_| ()),
+                .map(|_| None),
         }
     }
 }

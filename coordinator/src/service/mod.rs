@@ -29,6 +29,8 @@ pub struct Coordinator {
     /// GPU memory of each registered worker's GPUs, by worker id then GPU index:
     /// needed on every lease, so kept in memory (refilled from the store on a miss).
     gpu_memory: RwLock<HashMap<String, WorkerShape>>,
+    /// Experiment names never change; every lease needs one.
+    experiment_names: RwLock<HashMap<i64, String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +54,7 @@ impl Coordinator {
             config,
             work_available: Notify::new(),
             gpu_memory: RwLock::new(HashMap::new()),
+            experiment_names: RwLock::new(HashMap::new()),
         })
     }
 
@@ -66,6 +69,15 @@ impl Coordinator {
         if wake {
             self.work_available.notify_waiters();
         }
+    }
+
+    pub(crate) async fn experiment_name(&self, id: i64) -> crate::Result<String> {
+        if let Some(n) = self.experiment_names.read().await.get(&id) {
+            return Ok(n.clone());
+        }
+        let name = self.store.experiment_name(id).await?;
+        self.experiment_names.write().await.insert(id, name.clone());
+        Ok(name)
     }
 
     pub(crate) fn ttl_ms(&self) -> i64 {

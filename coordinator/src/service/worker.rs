@@ -11,7 +11,7 @@ use super::{Coordinator, WorkerShape};
 use crate::events::{log_event, progress_event};
 use crate::scheduler::{Capacity, FreeGpu};
 use crate::store::workers::Registration;
-use crate::store::GpuInfo as GpuInfoRef;
+use crate::store::{GpuInfo as GpuInfoRef, LeaseGrant};
 
 /// The longest a lease call waits for work before answering "none".
 const MAX_LEASE_WAIT: Duration = Duration::from_secs(20);
@@ -23,6 +23,43 @@ pub struct WorkerService {
 impl WorkerService {
     pub fn new(c: Arc<Coordinator>) -> WorkerService {
         WorkerService { c }
+    }
+
+    /// What the worker offers now: its registered GPUs that it says are free.
+    async fn capacity(&self, r: &v1::LeaseRequest) -> Result<Capacity, Status> {
+        let shape = self.shape_of(&r.worker_id).await?;
+        let mut free_gpus = Vec::with_capacity(r.free_gpus.len());
+        for idx in &r.free_gpus {
+            let mem = shape.gpus.get(idx).copied().ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "worker {} offers GPU {idx}, which it did not register",
+                    r.worker_id
+                ))
+            })?;
+            free_gpus.push(FreeGpu {
+                index: *idx,
+                memory_gb: mem,
+            });
+        }
+        Ok(Capacity {
+            backend: shape.backend.clone(),
+            free_gpus,
+            free_cpu_slots: r.free_cpu_slots,
+            labels: shape.labels.clone(),
+        })
+    }
+
+    async fn leased_jobs(&self, grants: Vec<LeaseGrant>) -> Result<Vec<v1::LeasedJob>, Status> {
+        let mut jobs = Vec::with_capacity(grants.len());
+        for g in grants {
+            let experiment = self.c.experiment_name(g.job.experiment_id).await?;
+            jobs.push(v1::LeasedJob {
+                lease_token: g.job.lease_token as u64,
+                gpu_indexes: g.gpu_indexes.clone(),
+                job: Some(g.job.to_proto(&experiment, Vec::new())),
+            });
+        }
+        Ok(jobs)
     }
 
     async fn shape_of(&self, worker_id: &str) -> Result<WorkerShape, Status> {
@@ -112,26 +149,7 @@ impl WorkerApi for WorkerService {
         req: Request<v1::LeaseRequest>,
     ) -> Result<Response<v1::LeaseResponse>, Status> {
         let r = req.into_inner();
-        let shape = self.shape_of(&r.worker_id).await?;
-        let mut free_gpus = Vec::with_capacity(r.free_gpus.len());
-        for idx in &r.free_gpus {
-            let mem = shape.gpus.get(idx).copied().ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "worker {} offers GPU {idx}, which it did not register",
-                    r.worker_id
-                ))
-            })?;
-            free_gpus.push(FreeGpu {
-                index: *idx,
-                memory_gb: mem,
-            });
-        }
-        let cap = Capacity {
-            backend: shape.backend.clone(),
-            free_gpus,
-            free_cpu_slots: r.free_cpu_slots,
-            labels: shape.labels.clone(),
-        };
+        let cap = self.capacity(&r).await?;
         let max_jobs = r.max_jobs.max(1) as usize;
         let wait_until = Instant::now() + Duration::from_millis(r.wait_ms).min(MAX_LEASE_WAIT);
         loop {
@@ -145,15 +163,7 @@ impl WorkerApi for WorkerService {
                 .await?;
             if !grants.is_empty() {
                 self.c.announce(&changes);
-                let mut jobs = Vec::with_capacity(grants.len());
-                for g in grants {
-                    let experiment = self.c.store.experiment_name(g.job.experiment_id).await?;
-                    jobs.push(v1::LeasedJob {
-                        lease_token: g.job.lease_token as u64,
-                        gpu_indexes: g.gpu_indexes.clone(),
-                        job: Some(g.job.to_proto(&experiment, Vec::new())),
-                    });
-                }
+                let jobs = self.leased_jobs(grants).await?;
                 return Ok(Response::new(v1::LeaseResponse { jobs }));
             }
             let now = Instant::now();
@@ -308,15 +318,32 @@ impl WorkerApi for WorkerService {
     async fn complete(
         &self,
         req: Request<v1::CompleteRequest>,
-    ) -> Result<Response<v1::Ack>, Status> {
+    ) -> Result<Response<v1::CompleteResponse>, Status> {
         let r = req.into_inner();
-        let change = self
+        let next = match &r.lease_next {
+            Some(l) => Some((
+                self.capacity(l).await?,
+                l.worker_id.clone(),
+                l.max_jobs.max(1) as usize,
+            )),
+            None => None,
+        };
+        let (change, grants, leased) = self
             .c
             .store
-            .complete(r.job_id, token(r.lease_token), &r.result_json)
+            .complete_and_lease(
+                r.job_id,
+                token(r.lease_token),
+                &r.result_json,
+                next.as_ref()
+                    .map(|(cap, worker, max)| (worker.as_str(), cap, *max, self.c.ttl_ms())),
+            )
             .await?;
         self.c.announce(&[change]);
-        Ok(Response::new(v1::Ack {}))
+        self.c.announce(&leased);
+        Ok(Response::new(v1::CompleteResponse {
+            jobs: self.leased_jobs(grants).await?,
+        }))
     }
 
     async fn fail(&self, req: Request<v1::FailRequest>) -> Result<Response<v1::Ack>, Status> {

@@ -58,13 +58,19 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
 
+        let mut dependents: HashMap<&str, i64> = HashMap::new();
+        for job in jobs {
+            for need in &job.needs {
+                *dependents.entry(need.as_str()).or_default() += 1;
+            }
+        }
         let mut ids: HashMap<String, i64> = HashMap::with_capacity(jobs.len());
         for chunk in jobs.chunks(INSERT_CHUNK) {
             let sql = format!(
                 "INSERT INTO jobs (experiment_id, name, kind, params, sweep_point, state, priority, \
                  max_attempts, req_gpus, req_gpu_mem_gb, req_backend, req_labels, pending_needs, \
-                 created_at) VALUES {} RETURNING id, name",
-                values_placeholders(chunk.len(), 14)
+                 dependents, created_at) VALUES {} RETURNING id, name",
+                values_placeholders(chunk.len(), 15)
             );
             let mut q = sqlx::query(&sql);
             for job in chunk {
@@ -87,6 +93,7 @@ impl Store {
                     .bind(job.requires.backend.clone())
                     .bind(serde_json::to_string(&job.requires.labels).unwrap_or_default())
                     .bind(job.needs.len() as i64)
+                    .bind(dependents.get(job.name.as_str()).copied().unwrap_or(0))
                     .bind(now);
             }
             for row in q.fetch_all(&mut *tx).await? {

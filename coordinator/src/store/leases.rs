@@ -40,8 +40,31 @@ impl Store {
         if max_jobs == 0 || (cap.free_gpus.is_empty() && cap.free_cpu_slots == 0) {
             return Ok((Vec::new(), Vec::new()));
         }
-        let now = now_ms();
         let mut tx = self.pool.begin().await?;
+        let out = self
+            .lease_in(&mut tx, worker_id, cap, max_jobs, ttl_ms)
+            .await?;
+        if out.0.is_empty() {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(out)
+    }
+
+    /// Leases inside the caller's transaction (see [`Store::lease`]).
+    async fn lease_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        worker_id: &str,
+        cap: &Capacity,
+        max_jobs: usize,
+        ttl_ms: i64,
+    ) -> Result<(Vec<LeaseGrant>, Vec<StateChange>)> {
+        if max_jobs == 0 || (cap.free_gpus.is_empty() && cap.free_cpu_slots == 0) {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let now = now_ms();
         // Every job SQL offers fits this worker on its own (`scheduler::assign` then
         // packs them), so a worker never stalls behind a long run of jobs it cannot
         // take, whatever their priority:
@@ -88,9 +111,8 @@ impl Store {
         for set in label_sets.iter().flatten() {
             q = q.bind(set.clone());
         }
-        let candidates: Vec<JobRow> = q.bind(limit as i64).fetch_all(&mut *tx).await?;
+        let candidates: Vec<JobRow> = q.bind(limit as i64).fetch_all(&mut **tx).await?;
         if candidates.is_empty() {
-            tx.rollback().await?;
             return Ok((Vec::new(), Vec::new()));
         }
         let offered: Vec<Candidate> = candidates
@@ -115,7 +137,7 @@ impl Store {
             .bind(now)
             .bind(format_index_list(&gpus))
             .bind(id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
             sqlx::query(
                 "INSERT INTO job_attempts (job_id, lease_token, attempt, worker_id, started_at) \
@@ -126,7 +148,7 @@ impl Store {
             .bind(job.attempt)
             .bind(worker_id)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             let mut c = change(&job, "running", "");
             c.from = "queued".into();
@@ -136,7 +158,6 @@ impl Store {
                 gpu_indexes: gpus,
             });
         }
-        tx.commit().await?;
         Ok((grants, changes))
     }
 
@@ -300,21 +321,45 @@ impl Store {
 
     /// Ends a job in success and unblocks the jobs that need it.
     pub async fn complete(&self, job_id: i64, token: i64, result: &str) -> Result<StateChange> {
+        Ok(self
+            .complete_and_lease(job_id, token, result, None)
+            .await?
+            .0)
+    }
+
+    /// Ends a job in success and, in the same transaction, leases the worker its next
+    /// jobs for the slot the finished job frees (`next`: worker, capacity, max jobs,
+    /// TTL). One round trip and one commit per job instead of two.
+    pub async fn complete_and_lease(
+        &self,
+        job_id: i64,
+        token: i64,
+        result: &str,
+        next: Option<(&str, &Capacity, usize, i64)>,
+    ) -> Result<(StateChange, Vec<LeaseGrant>, Vec<StateChange>)> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let job = match self.check_lease_in(&mut tx, job_id, token).await {
-            Ok(job) => job,
-            Err(e) => return Err(rollback(tx, e).await),
-        };
-        sqlx::query(
+        // The token check is the UPDATE's own condition: one statement, and the
+        // row stays locked to the end of the transaction.
+        let ended: Option<JobRow> = sqlx::query_as(&format!(
             "UPDATE jobs SET state = 'succeeded', result = $1, progress = 1, finished_at = $2, \
-             lease_deadline = NULL, reason = '' WHERE id = $3",
-        )
+             lease_deadline = NULL, reason = '' \
+             WHERE id = $3 AND lease_token = $4 AND state = 'running' RETURNING {JOB_COLUMNS}"
+        ))
         .bind(result)
         .bind(now)
         .bind(job_id)
-        .execute(&mut *tx)
+        .bind(token)
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(mut job) = ended else {
+            tx.rollback().await?;
+            return Err(match self.check_lease(job_id, token).await {
+                Err(e) => e,
+                Ok(_) => Error::StaleLease(format!("job {job_id} changed while completing")),
+            });
+        };
+        job.state = "running".into();
         sqlx::query(
             "UPDATE job_attempts SET outcome = 'succeeded', ended_at = $1 \
              WHERE job_id = $2 AND lease_token = $3",
@@ -324,15 +369,24 @@ impl Store {
         .bind(token)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "UPDATE jobs SET pending_needs = pending_needs - 1 WHERE state = 'queued' \
-             AND id IN (SELECT job_id FROM job_needs WHERE needs_id = $1)",
-        )
-        .bind(job_id)
-        .execute(&mut *tx)
-        .await?;
+        if job.dependents > 0 {
+            sqlx::query(
+                "UPDATE jobs SET pending_needs = pending_needs - 1 WHERE state = 'queued' \
+                 AND id IN (SELECT job_id FROM job_needs WHERE needs_id = $1)",
+            )
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let (grants, leased) = match next {
+            Some((worker, cap, max_jobs, ttl_ms)) => {
+                self.lease_in(&mut tx, worker, cap, max_jobs, ttl_ms)
+                    .await?
+            }
+            None => (Vec::new(), Vec::new()),
+        };
         tx.commit().await?;
-        Ok(change(&job, "succeeded", ""))
+        Ok((change(&job, "succeeded", ""), grants, leased))
     }
 
     /// Ends an attempt in failure: re-queued while attempts remain and `retryable`,

@@ -56,6 +56,9 @@ impl Store {
             Dialect::Postgres => {
                 AnyPoolOptions::new()
                     .max_connections(16)
+                    // A dead connection fails its query and is replaced; a ping
+                    // before every use would double the round trips.
+                    .test_before_acquire(false)
                     .connect_with(options)
                     .await?
             }
@@ -64,6 +67,7 @@ impl Store {
             Dialect::Sqlite => {
                 AnyPoolOptions::new()
                     .max_connections(1)
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             conn.execute("PRAGMA journal_mode = WAL").await?;

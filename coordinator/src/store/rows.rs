@@ -28,6 +28,7 @@ pub struct JobRow {
     pub req_backend: String,
     pub req_labels: String,
     pub pending_needs: i64,
+    pub dependents: i64,
     pub lease_token: i64,
     pub lease_deadline: Option<i64>,
     pub worker_id: Option<String>,
@@ -43,7 +44,7 @@ pub struct JobRow {
 
 pub(crate) const JOB_COLUMNS: &str = "id, experiment_id, name, kind, params, sweep_point, state, \
     priority, attempt, max_attempts, req_gpus, req_gpu_mem_gb, req_backend, req_labels, \
-    pending_needs, lease_token, lease_deadline, worker_id, gpu_indexes, progress, \
+    pending_needs, dependents, lease_token, lease_deadline, worker_id, gpu_indexes, progress, \
     progress_message, result, reason, created_at, started_at, finished_at";
 
 impl JobRow {

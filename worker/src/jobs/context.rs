@@ -39,7 +39,9 @@ pub struct JobContext {
     pub job: v1::Job,
     pub token: u64,
     pub gpu_indexes: Vec<u32>,
-    pub work_dir: PathBuf,
+    /// Created on first use by [`JobContext::work_dir`]; removed by the agent.
+    work_dir: PathBuf,
+    work_dir_made: std::sync::atomic::AtomicBool,
     /// Cancelled when the coordinator says to stop (cancel, or the lease moved on)
     /// or the worker shuts down.
     pub cancel: CancellationToken,
@@ -66,10 +68,35 @@ impl JobContext {
             token,
             gpu_indexes,
             work_dir,
+            work_dir_made: std::sync::atomic::AtomicBool::new(false),
             cancel,
             api,
             pending_logs: Mutex::new(Vec::new()),
             last_progress: Mutex::new(None),
+        }
+    }
+
+    /// The job's own folder, created on first use (most `noop` jobs never ask).
+    pub async fn work_dir(&self) -> Result<&Path, JobError> {
+        use std::sync::atomic::Ordering;
+        if !self.work_dir_made.load(Ordering::Acquire) {
+            tokio::fs::create_dir_all(&self.work_dir)
+                .await
+                .map_err(|e| {
+                    JobError::retryable(format!("cannot create `{}`: {e}", self.work_dir.display()))
+                })?;
+            self.work_dir_made.store(true, Ordering::Release);
+        }
+        Ok(&self.work_dir)
+    }
+
+    /// Removes the job's folder if it was made.
+    pub async fn remove_work_dir(&self) {
+        if self
+            .work_dir_made
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            let _ = tokio::fs::remove_dir_all(&self.work_dir).await;
         }
     }
 

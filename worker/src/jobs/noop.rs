@@ -28,7 +28,7 @@ pub async fn run(ctx: &JobContext) -> Result<serde_json::Value, JobError> {
     }
     let mut result = serde_json::json!({ "slept_s": start.elapsed().as_secs_f64() });
     if let Some(text) = &p.artifact {
-        let path = ctx.work_dir.join("noop.txt");
+        let path = ctx.work_dir().await?.join("noop.txt");
         tokio::fs::write(&path, text)
             .await
             .map_err(|e| JobError::retryable(format!("writing `{}`: {e}", path.display())))?;

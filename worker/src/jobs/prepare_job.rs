@@ -17,7 +17,7 @@ pub async fn run(ctx: &JobContext) -> Result<serde_json::Value, JobError> {
         params.trainset, params.resolution
     ));
     let (tx, mut rx) = mpsc::unbounded_channel::<PrepareEvent>();
-    let out_dir = ctx.work_dir.clone();
+    let out_dir = ctx.work_dir().await?.to_path_buf();
     let cancel = Arc::new(ctx.cancel.clone());
     let p = params.clone();
     let work = tokio::task::spawn_blocking(move || {
