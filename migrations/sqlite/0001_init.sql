@@ -43,7 +43,8 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_queue ON jobs (priority DESC, id) WHERE state = 'queued' AND pending_needs = 0;
 CREATE INDEX jobs_running ON jobs (lease_deadline) WHERE state = 'running';
 CREATE INDEX jobs_experiment ON jobs (experiment_id, id);
-CREATE INDEX jobs_state ON jobs (state, id);
+-- No index on (state, id) here: without ANALYZE statistics SQLite would pick it for
+-- the lease query and sort every queued job on each lease, instead of walking jobs_queue.
 
 CREATE TABLE job_needs (
     job_id    INTEGER NOT NULL REFERENCES jobs (id),

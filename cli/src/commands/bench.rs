@@ -27,6 +27,9 @@ pub struct DispatchArgs {
     /// Worker agents (each runs one job at a time)
     #[arg(long, default_value_t = 8)]
     pub workers: usize,
+    /// Jobs each worker runs at once (CPU slots)
+    #[arg(long, default_value_t = 1)]
+    pub slots: u32,
     /// Stores to measure
     #[arg(long, value_delimiter = ',', default_values_t = ["postgres".to_string(), "sqlite".to_string()])]
     pub stores: Vec<String>,
@@ -54,6 +57,7 @@ struct Figures {
     store: String,
     jobs: usize,
     workers: usize,
+    slots: u32,
     submit_jobs_per_s: f64,
     lease_complete_jobs_per_s: f64,
     latency_p50_ms: f64,
@@ -116,8 +120,8 @@ impl DispatchArgs {
             };
             if !self.json {
                 println!(
-                    "{:<9} {} jobs, {} workers: submit {:>8.0} jobs/s | lease+complete {:>7.0} jobs/s | submit-to-start p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-                    figures.store, figures.jobs, figures.workers, figures.submit_jobs_per_s,
+                    "{:<9} {} jobs, {} workers x {} slots: submit {:>8.0} jobs/s | lease+complete {:>7.0} jobs/s | submit-to-start p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                    figures.store, figures.jobs, figures.workers, figures.slots, figures.submit_jobs_per_s,
                     figures.lease_complete_jobs_per_s, figures.latency_p50_ms, figures.latency_p99_ms, figures.latency_max_ms
                 );
             }
@@ -164,7 +168,7 @@ impl DispatchArgs {
                 backend: "cpu".into(),
                 gpus: Vec::new(),
                 labels: HashMap::new(),
-                cpu_slots: 1,
+                cpu_slots: self.slots,
                 work_dir: data.path().join("work"),
             })
             .map_err(CliError::failure)?;
@@ -233,6 +237,7 @@ impl DispatchArgs {
             store: store.to_string(),
             jobs: self.jobs,
             workers: self.workers,
+            slots: self.slots,
             submit_jobs_per_s: self.jobs as f64 / submit_s,
             lease_complete_jobs_per_s: self.jobs as f64 / drain_s,
             latency_p50_ms: percentile(&latencies, 0.5),

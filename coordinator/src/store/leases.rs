@@ -471,14 +471,15 @@ impl Store {
     pub async fn expire_leases(&self) -> Result<Vec<StateChange>> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let expired: Vec<JobRow> = sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND lease_deadline < $1 \
-             ORDER BY id {}",
+        let mut expired: Vec<JobRow> = sqlx::query_as(&format!(
+            // No ORDER BY: it would lead SQLite's planner away from `jobs_running`.
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND lease_deadline < $1 {}",
             self.skip_locked()
         ))
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
+        expired.sort_by_key(|j| j.id);
         let mut changes = Vec::new();
         for job in &expired {
             let silent_ms = now - job.lease_deadline.unwrap_or(now);
