@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Where the embedded database, artifacts and job folders live.
@@ -26,6 +26,18 @@ pub struct Settings {
     /// Seconds a lease lives without a heartbeat.
     pub lease_ttl_secs: f64,
 }
+
+/// The setting names, as in `atelier.toml` (and `ATELIER_<NAME>` in capitals).
+const KEYS: &[&str] = &[
+    "data_dir",
+    "database_url",
+    "redis_url",
+    "redis_channel",
+    "artifact_dir",
+    "listen",
+    "coordinator",
+    "lease_ttl_secs",
+];
 
 impl Default for Settings {
     fn default() -> Self {
@@ -69,9 +81,13 @@ impl Settings {
                 b = b.add_source(config::File::with_name("atelier.toml").required(false));
             }
         }
-        // ATELIER_CONFIG names the file; it is not a setting itself.
+        // Only the variables that name a setting: others may share the prefix
+        // (ATELIER_CONFIG names the file, tests have ATELIER_TEST_*).
         let env: std::collections::HashMap<String, String> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("ATELIER_") && k != "ATELIER_CONFIG")
+            .filter(|(k, _)| {
+                k.strip_prefix("ATELIER_")
+                    .is_some_and(|key| KEYS.contains(&key.to_ascii_lowercase().as_str()))
+            })
             .collect();
         b = b.add_source(
             config::Environment::with_prefix("ATELIER")
@@ -105,5 +121,36 @@ impl Settings {
 
     pub fn redis_url(&self) -> Option<String> {
         (!self.redis_url.is_empty()).then(|| self.redis_url.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cover_every_setting() {
+        let json = serde_json::to_value(Settings::default()).unwrap();
+        let mut fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        fields.sort_unstable();
+        let mut keys = KEYS.to_vec();
+        keys.sort_unstable();
+        assert_eq!(fields, keys);
+    }
+
+    #[test]
+    fn a_file_with_a_typo_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("atelier.toml");
+        std::fs::write(&file, "lease_ttl_secs = 5\nlisten_addr = \"x\"\n").unwrap();
+        let err = Settings::load(Some(&file)).unwrap_err();
+        assert!(err.contains("listen_addr"), "{err}");
+        std::fs::write(&file, "lease_ttl_secs = 5\n").unwrap();
+        assert_eq!(Settings::load(Some(&file)).unwrap().lease_ttl_secs, 5.0);
     }
 }

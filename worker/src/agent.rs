@@ -325,6 +325,9 @@ impl Agent {
         let outcome = jobs::run(&ctx).await;
         let mut next = None;
         ctx.flush_logs().await;
+        // Artifacts are uploaded by now. Cleaning up before reporting means the slot
+        // is freed right after the coordinator acknowledges the end.
+        ctx.remove_work_dir().await;
         if shutdown.is_cancelled() {
             // Hand the job back now rather than at lease expiry.
             let err = jobs::JobError::retryable(format!("worker {} shut down", self.id));
@@ -335,7 +338,6 @@ impl Agent {
         } else {
             next = self.report_end(&ctx, outcome, shutdown).await;
         }
-        ctx.remove_work_dir().await;
         next
     }
 
