@@ -75,10 +75,10 @@ impl Store {
         //   subsets are listed, beyond that `assign` filters from a longer list.
         let mut mems: Vec<f64> = cap.free_gpus.iter().map(|g| g.memory_gb).collect();
         mems.sort_by(|a, b| b.total_cmp(a));
-        let mut sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'queued' AND pending_needs = 0 \
+        let mut sql = String::from(
+            "FROM jobs WHERE state = 'queued' AND pending_needs = 0 \
              AND (req_backend = 'any' OR req_backend = $1) \
-             AND ((req_gpus = 0 AND $2 > 0 AND req_gpu_mem_gb <= 0)"
+             AND ((req_gpus = 0 AND $2 > 0 AND req_gpu_mem_gb <= 0)",
         );
         let mut n = 2;
         for i in 1..=mems.len() {
@@ -102,7 +102,38 @@ impl Store {
             n + 1,
             self.skip_locked()
         ));
-        let mut q = sqlx::query_as(&sql)
+        // One CPU slot and an exact label filter: the first job SQL finds is the one
+        // `assign` would pick, so pick and lease it in a single statement.
+        if max_jobs == 1 && cap.free_gpus.is_empty() && label_sets.is_some() {
+            let update = format!(
+                "UPDATE jobs SET state = 'running', attempt = attempt + 1, \
+                 lease_token = lease_token + 1, worker_id = ${}, lease_deadline = ${}, \
+                 started_at = ${}, gpu_indexes = '', progress = 0, progress_message = '' \
+                 WHERE id = (SELECT id {sql}) RETURNING {JOB_COLUMNS}",
+                n + 2,
+                n + 3,
+                n + 4
+            );
+            let mut q = sqlx::query_as(&update)
+                .bind(cap.backend.clone())
+                .bind(cap.free_cpu_slots as i64);
+            for set in label_sets.iter().flatten() {
+                q = q.bind(set.clone());
+            }
+            let leased: Option<JobRow> = q
+                .bind(1i64)
+                .bind(worker_id)
+                .bind(now + ttl_ms)
+                .bind(now)
+                .fetch_optional(&mut **tx)
+                .await?;
+            let Some(job) = leased else {
+                return Ok((Vec::new(), Vec::new()));
+            };
+            return Ok(Self::granted(job, Vec::new()));
+        }
+        let select = format!("SELECT {JOB_COLUMNS} {sql}");
+        let mut q = sqlx::query_as(&select)
             .bind(cap.backend.clone())
             .bind(cap.free_cpu_slots as i64);
         for m in &mems {
@@ -139,26 +170,19 @@ impl Store {
             .bind(id)
             .fetch_one(&mut **tx)
             .await?;
-            sqlx::query(
-                "INSERT INTO job_attempts (job_id, lease_token, attempt, worker_id, started_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(job.id)
-            .bind(job.lease_token)
-            .bind(job.attempt)
-            .bind(worker_id)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-            let mut c = change(&job, "running", "");
-            c.from = "queued".into();
-            changes.push(c);
-            grants.push(LeaseGrant {
-                job,
-                gpu_indexes: gpus,
-            });
+            let (g, c) = Self::granted(job, gpus);
+            grants.extend(g);
+            changes.extend(c);
         }
         Ok((grants, changes))
+    }
+
+    /// A job just leased, as a grant and an event. (Its attempt lives in the job row
+    /// until it ends; see `close_attempt`.)
+    fn granted(job: JobRow, gpu_indexes: Vec<u32>) -> (Vec<LeaseGrant>, Vec<StateChange>) {
+        let mut c = change(&job, "running", "");
+        c.from = "queued".into();
+        (vec![LeaseGrant { job, gpu_indexes }], vec![c])
     }
 
     /// Why a write with `token` for `job_id` is refused, or the job row if it holds.
@@ -360,15 +384,8 @@ impl Store {
             });
         };
         job.state = "running".into();
-        sqlx::query(
-            "UPDATE job_attempts SET outcome = 'succeeded', ended_at = $1 \
-             WHERE job_id = $2 AND lease_token = $3",
-        )
-        .bind(now)
-        .bind(job_id)
-        .bind(token)
-        .execute(&mut *tx)
-        .await?;
+        self.close_attempt(&mut tx, &job, "succeeded", "", now)
+            .await?;
         if job.dependents > 0 {
             sqlx::query(
                 "UPDATE jobs SET pending_needs = pending_needs - 1 WHERE state = 'queued' \
@@ -423,17 +440,7 @@ impl Store {
         let attempt_note = format!("attempt {} of {}", job.attempt, job.max_attempts);
         if retryable && job.attempt < job.max_attempts {
             let reason = format!("{error} (worker {worker}, {attempt_note}); re-queued");
-            sqlx::query(
-                "UPDATE job_attempts SET outcome = $1, reason = $2, ended_at = $3 \
-                 WHERE job_id = $4 AND lease_token = $5",
-            )
-            .bind(outcome)
-            .bind(error)
-            .bind(now)
-            .bind(job.id)
-            .bind(job.lease_token)
-            .execute(&mut **tx)
-            .await?;
+            self.close_attempt(tx, job, outcome, error, now).await?;
             sqlx::query(
                 "UPDATE jobs SET state = 'queued', reason = $1, worker_id = NULL, \
                  lease_deadline = NULL, gpu_indexes = '' WHERE id = $2",
@@ -449,14 +456,8 @@ impl Store {
         } else {
             format!("{error} (worker {worker}, {attempt_note}; not retryable)")
         };
-        // end_job closes the attempt with the short error; the job keeps the long reason.
-        self.end_job(tx, job, "failed", &reason, outcome, now)
-            .await?;
-        sqlx::query("UPDATE job_attempts SET reason = $1 WHERE job_id = $2 AND lease_token = $3")
-            .bind(error)
-            .bind(job.id)
-            .bind(job.lease_token)
-            .execute(&mut **tx)
+        // The attempt keeps the short error; the job the long reason.
+        self.end_job(tx, job, "failed", &reason, outcome, Some(error), now)
             .await?;
         let mut changes = vec![change(job, "failed", &reason)];
         changes.extend(
