@@ -375,3 +375,52 @@ fn bad_input(db: Db) {
     );
 }
 both!(bad_input, bad_input_sqlite, bad_input_postgres);
+
+/// SIGTERM (what systemd sends) makes a worker hand its running job back at once,
+/// long before the lease would expire.
+fn graceful_worker_stop(db: Db) {
+    let mut h = Harness::new(db);
+    h.lease_ttl = 60.0;
+    h.start_coordinator();
+    let w = h.start_worker("leaving", &[]);
+    let file = h.write(
+        "long.yaml",
+        "name: long\njobs:\n  - name: l\n    kind: noop\n    params: {seconds: 120}\n",
+    );
+    let (_, ids) = h.submit(&file);
+    wait_until("the job runs", Duration::from_secs(20), || {
+        state(&h.job(ids[0])) == "running"
+    });
+    let pid = h.pid(w).to_string();
+    let sent = Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_until(
+        "the job is back in the queue",
+        Duration::from_secs(10),
+        || state(&h.job(ids[0])) == "queued",
+    );
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        sent.elapsed()
+    );
+    let j = h.job(ids[0]);
+    let reason = j["job"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("shut down") && reason.contains("re-queued"),
+        "{reason}"
+    );
+    assert!(
+        h.wait_exit(w, Duration::from_secs(15)),
+        "the worker exits after SIGTERM"
+    );
+}
+both!(
+    graceful_worker_stop,
+    graceful_worker_stop_sqlite,
+    graceful_worker_stop_postgres
+);

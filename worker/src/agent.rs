@@ -88,6 +88,13 @@ impl Agent {
         for c in running {
             c.cancel();
         }
+        // Give stopped jobs a moment to hand their leases back.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !self.slots.lock().unwrap().running.is_empty()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         hb.abort();
     }
 

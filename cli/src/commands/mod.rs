@@ -94,3 +94,32 @@ pub fn connect(settings: &Settings) -> CliResult<UserApi> {
     let channel = client::channel(&settings.coordinator).map_err(CliError::invalid)?;
     Ok(client::user_api(channel))
 }
+
+/// Cancelled on Ctrl-C or SIGTERM (what systemd sends), so that a worker hands its
+/// running jobs back at once instead of letting their leases expire.
+pub fn shutdown_on_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+        t.cancel();
+    });
+    token
+}

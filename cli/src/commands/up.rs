@@ -1,5 +1,4 @@
 use atelier_worker::agent::Agent;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{CliError, CliResult};
 use crate::settings::Settings;
@@ -26,12 +25,7 @@ impl Args {
             agent.id(),
             self.worker.backend
         );
-        let shutdown = CancellationToken::new();
-        let s = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            s.cancel();
-        });
+        let shutdown = super::shutdown_on_signal();
         agent.run(shutdown).await;
         running.stop().await;
         Ok(())

@@ -2,7 +2,6 @@ use std::collections::HashMap;
 
 use atelier_worker::agent::{Agent, WorkerConfig};
 use atelier_worker::resources;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{CliError, CliResult};
 use crate::settings::Settings;
@@ -66,12 +65,7 @@ impl Args {
         let config = self.worker_config(&settings)?;
         let agent = Agent::new(config).map_err(CliError::invalid)?;
         eprintln!("atelier worker {} → {}", agent.id(), settings.coordinator);
-        let shutdown = CancellationToken::new();
-        let s = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            s.cancel();
-        });
+        let shutdown = super::shutdown_on_signal();
         agent.run(shutdown).await;
         Ok(())
     }

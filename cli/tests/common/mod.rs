@@ -224,6 +224,22 @@ impl Harness {
         let _ = child.wait();
     }
 
+    pub fn pid(&self, idx: usize) -> u32 {
+        self.children[idx].1.id()
+    }
+
+    /// Waits for a child to exit by itself.
+    pub fn wait_exit(&mut self, idx: usize, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(_)) = self.children[idx].1.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     pub fn log_of(&self, idx: usize) -> String {
         std::fs::read_to_string(self.path(&format!("{}.log", self.children[idx].0)))
             .unwrap_or_default()
