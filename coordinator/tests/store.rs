@@ -1106,3 +1106,91 @@ async fn ten_thousand_jobs(store: &Store) {
         store.dialect()
     );
 }
+
+both!(complete_and_lease_next, complete_and_lease_next);
+/// A completion that also leases the worker's next job (one statement on
+/// PostgreSQL, one transaction on SQLite) has the same effects as the two apart.
+async fn complete_and_lease_next(store: &Store) {
+    let (_, ids_) = submit(
+        store,
+        "chain",
+        &[
+            job("a"),
+            needing(job("b"), &["a"]),
+            with_priority(job("c"), -1),
+            with_priority(job("zone"), 5),
+        ],
+    )
+    .await;
+    let (a, b, c, zone_job) = (ids_[0], ids_[1], ids_[2], ids_[3]);
+    // Make `zone` need a label the worker lacks, so the next lease must skip it.
+    let mut eu = job("eu-only");
+    eu.requires.labels = labels(&[("zone", "eu")]);
+    eu.priority = 10;
+    let (_, eu_ids) = submit(store, "eu", &[eu]).await;
+
+    let first = lease_one(store, "w", &cpu(1)).await.expect("a job");
+    assert_eq!(
+        first.job.id, zone_job,
+        "highest priority without labels first"
+    );
+    let (done, grants, events) = store
+        .complete_and_lease(
+            zone_job,
+            first.job.lease_token,
+            "{}",
+            Some(("w", &cpu(1), 1, TTL)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.from.as_str(), done.to.as_str()),
+        ("running", "succeeded")
+    );
+    assert_eq!(
+        ids(&grants),
+        [a],
+        "the next job in the queue, skipping eu-only"
+    );
+    assert_eq!(events.len(), 1);
+    assert_eq!(grants[0].job.lease_token, 1);
+    assert_eq!(outcomes(store, zone_job).await, ["succeeded"]);
+    assert_eq!(outcomes(store, a).await, ["running"]);
+
+    // Completing `a` unblocks `b`, which comes before `c` in the queue: a job that
+    // others need leases nothing along, and the next lease takes `b`.
+    let (_, grants, _) = store
+        .complete_and_lease(a, 1, "{\"ok\":true}", Some(("w", &cpu(1), 1, TTL)))
+        .await
+        .unwrap();
+    assert_eq!(get(store, a).await.state, "succeeded");
+    assert_eq!(get(store, a).await.result, "{\"ok\":true}");
+    assert_eq!(get(store, b).await.pending_needs, 0);
+    assert!(grants.is_empty());
+    assert_eq!(
+        lease_one(store, "w", &cpu(1)).await.map(|g| g.job.id),
+        Some(b)
+    );
+
+    // A stale token completes nothing and leases nothing.
+    let err = store
+        .complete_and_lease(b, 7, "{}", Some(("w", &cpu(1), 1, TTL)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::StaleLease(_)), "{err}");
+    assert_eq!(get(store, b).await.state, "running");
+    assert_eq!(get(store, c).await.state, "queued");
+
+    // The last one: nothing left for this worker (eu-only needs a label).
+    let (_, grants, _) = store
+        .complete_and_lease(b, 1, "{}", Some(("w", &cpu(1), 1, TTL)))
+        .await
+        .unwrap();
+    assert_eq!(ids(&grants), [c]);
+    let (_, grants, _) = store
+        .complete_and_lease(c, 1, "{}", Some(("w", &cpu(1), 1, TTL)))
+        .await
+        .unwrap();
+    assert!(grants.is_empty());
+    assert_eq!(get(store, eu_ids[0]).await.state, "queued");
+}

@@ -361,6 +361,17 @@ impl Store {
         result: &str,
         next: Option<(&str, &Capacity, usize, i64)>,
     ) -> Result<(StateChange, Vec<LeaseGrant>, Vec<StateChange>)> {
+        if let Some((worker, cap, 1, ttl_ms)) = next {
+            if self.dialect == super::Dialect::Postgres && cap.free_gpus.is_empty() {
+                if let Some(sets) = label_subsets(&cap.labels) {
+                    return self
+                        .complete_and_lease_one_statement(
+                            job_id, token, result, worker, cap, &sets, ttl_ms,
+                        )
+                        .await;
+                }
+            }
+        }
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         // The token check is the UPDATE's own condition: one statement, and the
@@ -395,6 +406,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        // A job others need leases nothing along: the jobs it unblocks may come
+        // first in the queue, and the one-statement path cannot see them yet.
+        let next = next.filter(|_| job.dependents == 0);
         let (grants, leased) = match next {
             Some((worker, cap, max_jobs, ttl_ms)) => {
                 self.lease_in(&mut tx, worker, cap, max_jobs, ttl_ms)
@@ -403,6 +417,93 @@ impl Store {
             None => (Vec::new(), Vec::new()),
         };
         tx.commit().await?;
+        Ok((change(&job, "succeeded", ""), grants, leased))
+    }
+
+    /// PostgreSQL, one CPU slot: the completion, its history row, the unblocking of
+    /// dependents and the next lease as one statement (data-modifying CTEs), so one
+    /// round trip and one commit per job. Same effects as the general path: all CTEs
+    /// see one snapshot, so a job with dependents leases nothing along (as there).
+    #[allow(clippy::too_many_arguments)]
+    async fn complete_and_lease_one_statement(
+        &self,
+        job_id: i64,
+        token: i64,
+        result: &str,
+        worker: &str,
+        cap: &Capacity,
+        label_sets: &[String],
+        ttl_ms: i64,
+    ) -> Result<(StateChange, Vec<LeaseGrant>, Vec<StateChange>)> {
+        use sqlx::{FromRow, Row};
+        let now = now_ms();
+        let labels: Vec<String> = (0..label_sets.len())
+            .map(|i| format!("${}", 9 + i))
+            .collect();
+        let sql = format!(
+            "WITH done AS ( \
+               UPDATE jobs SET state = 'succeeded', result = $1, progress = 1, finished_at = $2, \
+               lease_deadline = NULL, reason = '' \
+               WHERE id = $3 AND lease_token = $4 AND state = 'running' RETURNING *), \
+             hist AS ( \
+               INSERT INTO job_attempts (job_id, lease_token, attempt, worker_id, started_at, \
+               ended_at, outcome, reason) \
+               SELECT id, lease_token, attempt, COALESCE(worker_id, ''), COALESCE(started_at, $2), \
+               $2, 'succeeded', '' FROM done), \
+             unblock AS ( \
+               UPDATE jobs SET pending_needs = pending_needs - 1 WHERE state = 'queued' AND id IN \
+               (SELECT n.job_id FROM job_needs n JOIN done d ON n.needs_id = d.id \
+                WHERE d.dependents > 0)), \
+             next AS ( \
+               UPDATE jobs SET state = 'running', attempt = attempt + 1, \
+               lease_token = lease_token + 1, worker_id = $5, lease_deadline = $6, \
+               started_at = $2, gpu_indexes = '', progress = 0, progress_message = '' \
+               WHERE EXISTS (SELECT 1 FROM done WHERE dependents = 0) AND id = (SELECT id FROM jobs \
+                 WHERE state = 'queued' AND pending_needs = 0 \
+                 AND (req_backend = 'any' OR req_backend = $7) \
+                 AND req_gpus = 0 AND $8 > 0 AND req_gpu_mem_gb <= 0 \
+                 AND req_labels IN ({}) \
+                 ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+               RETURNING *) \
+             SELECT 'done' AS which, {JOB_COLUMNS} FROM done \
+             UNION ALL SELECT 'next' AS which, {JOB_COLUMNS} FROM next",
+            labels.join(", ")
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(result)
+            .bind(now)
+            .bind(job_id)
+            .bind(token)
+            .bind(worker)
+            .bind(now + ttl_ms)
+            .bind(cap.backend.clone())
+            .bind(cap.free_cpu_slots as i64);
+        for set in label_sets {
+            q = q.bind(set.clone());
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        let mut done = None;
+        let mut next = None;
+        for row in &rows {
+            let which: String = row.try_get("which")?;
+            let job = JobRow::from_row(row)?;
+            if which == "done" {
+                done = Some(job);
+            } else {
+                next = Some(job);
+            }
+        }
+        let Some(mut job) = done else {
+            return Err(match self.check_lease(job_id, token).await {
+                Err(e) => e,
+                Ok(_) => Error::StaleLease(format!("job {job_id} changed while completing")),
+            });
+        };
+        job.state = "running".into();
+        let (grants, leased) = match next {
+            Some(n) => Self::granted(n, Vec::new()),
+            None => (Vec::new(), Vec::new()),
+        };
         Ok((change(&job, "succeeded", ""), grants, leased))
     }
 
