@@ -21,15 +21,6 @@ pub struct Capacity {
     pub labels: BTreeMap<String, String>,
 }
 
-impl Capacity {
-    pub fn largest_free_gpu_gb(&self) -> f64 {
-        self.free_gpus
-            .iter()
-            .map(|g| g.memory_gb)
-            .fold(0.0, f64::max)
-    }
-}
-
 /// A queued job offered to the worker, in queue order (priority, then age).
 #[derive(Debug, Clone)]
 pub struct Candidate {
