@@ -153,4 +153,20 @@ mod tests {
         std::fs::write(&file, "lease_ttl_secs = 5\n").unwrap();
         assert_eq!(Settings::load(Some(&file)).unwrap().lease_ttl_secs, 5.0);
     }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("atelier.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:1111\"\n").unwrap();
+        assert_eq!(
+            Settings::load(Some(&file)).unwrap().listen,
+            "127.0.0.1:1111"
+        );
+        // Only this test touches ATELIER_LISTEN.
+        std::env::set_var("ATELIER_LISTEN", "127.0.0.1:2222");
+        let s = Settings::load(Some(&file));
+        std::env::remove_var("ATELIER_LISTEN");
+        assert_eq!(s.unwrap().listen, "127.0.0.1:2222");
+    }
 }
