@@ -26,9 +26,9 @@ pub struct Coordinator {
     /// Woken whenever a job may have become leasable, so that long-polling workers
     /// start it within milliseconds instead of at their next poll.
     pub work_available: Notify,
-    /// GPU memory of each registered worker's GPUs, by worker id then GPU index:
-    /// needed on every lease, so kept in memory (refilled from the store on a miss).
-    gpu_memory: RwLock<HashMap<String, WorkerShape>>,
+    /// Each registered worker's backend, GPU memory by index and labels: needed on
+    /// every lease, so kept in memory (refilled from the store on a miss).
+    worker_shapes: RwLock<HashMap<String, WorkerShape>>,
     /// Experiment names never change; every lease needs one.
     experiment_names: RwLock<HashMap<i64, String>>,
 }
@@ -53,7 +53,7 @@ impl Coordinator {
             blobs,
             config,
             work_available: Notify::new(),
-            gpu_memory: RwLock::new(HashMap::new()),
+            worker_shapes: RwLock::new(HashMap::new()),
             experiment_names: RwLock::new(HashMap::new()),
         })
     }

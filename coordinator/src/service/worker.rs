@@ -63,7 +63,7 @@ impl WorkerService {
     }
 
     async fn shape_of(&self, worker_id: &str) -> Result<WorkerShape, Status> {
-        if let Some(s) = self.c.gpu_memory.read().await.get(worker_id) {
+        if let Some(s) = self.c.worker_shapes.read().await.get(worker_id) {
             return Ok(s.clone());
         }
         let row =
@@ -80,7 +80,7 @@ impl WorkerService {
             labels: row.label_map().into_iter().collect(),
         };
         self.c
-            .gpu_memory
+            .worker_shapes
             .write()
             .await
             .insert(worker_id.to_string(), shape.clone());
@@ -129,7 +129,7 @@ impl WorkerApi for WorkerService {
                 version: &r.version,
             })
             .await?;
-        self.c.gpu_memory.write().await.insert(
+        self.c.worker_shapes.write().await.insert(
             r.worker_id.clone(),
             WorkerShape {
                 backend: r.backend.clone(),

@@ -284,13 +284,8 @@ impl Store {
             .collect();
         while let Some((id, name, how)) = queue.pop_front() {
             let dependents: Vec<JobRow> = sqlx::query_as(&format!(
-                "SELECT {} FROM jobs j JOIN job_needs n ON n.job_id = j.id \
-                 WHERE n.needs_id = $1 AND j.state = 'queued'",
-                JOB_COLUMNS
-                    .split(", ")
-                    .map(|c| format!("j.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'queued' AND id IN \
+                 (SELECT job_id FROM job_needs WHERE needs_id = $1)"
             ))
             .bind(id)
             .fetch_all(&mut **tx)

@@ -288,23 +288,29 @@ impl Store {
         fraction: f64,
         message: &str,
     ) -> Result<JobRow> {
-        let done = sqlx::query(
+        let updated: Option<JobRow> = sqlx::query_as(&format!(
             "UPDATE jobs SET progress = $1, progress_message = $2 \
-             WHERE id = $3 AND lease_token = $4 AND state = 'running'",
-        )
+             WHERE id = $3 AND lease_token = $4 AND state = 'running' RETURNING {JOB_COLUMNS}"
+        ))
         .bind(fraction.clamp(0.0, 1.0))
         .bind(message)
         .bind(job_id)
         .bind(token)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        let job = self.get_job(job_id).await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::StaleLease(
-                Self::stale_reason(&job, token).unwrap_or_else(|| "lease moved on".into()),
-            ));
+        match updated {
+            Some(job) => Ok(job),
+            None => Err(self.refusal(job_id, token).await),
         }
-        Ok(job)
+    }
+
+    /// Why a write guarded by `lease_token = token` matched no row, for the worker.
+    async fn refusal(&self, job_id: i64, token: i64) -> Error {
+        match self.check_lease(job_id, token).await {
+            Err(e) => e,
+            // The row changed between the write and this look.
+            Ok(_) => Error::StaleLease(format!("job {job_id} changed during the write; retry")),
+        }
     }
 
     /// Stores log lines of the current attempt; refused for a stale token.
@@ -389,10 +395,7 @@ impl Store {
         .await?;
         let Some(mut job) = ended else {
             tx.rollback().await?;
-            return Err(match self.check_lease(job_id, token).await {
-                Err(e) => e,
-                Ok(_) => Error::StaleLease(format!("job {job_id} changed while completing")),
-            });
+            return Err(self.refusal(job_id, token).await);
         };
         job.state = "running".into();
         self.close_attempt(&mut tx, &job, "succeeded", "", now)
@@ -494,10 +497,7 @@ impl Store {
             }
         }
         let Some(mut job) = done else {
-            return Err(match self.check_lease(job_id, token).await {
-                Err(e) => e,
-                Ok(_) => Error::StaleLease(format!("job {job_id} changed while completing")),
-            });
+            return Err(self.refusal(job_id, token).await);
         };
         job.state = "running".into();
         let (grants, leased) = match next {
