@@ -1,0 +1,470 @@
+//! Safetensors weights, keyed by module path.
+//!
+//! A burn record path is the diffusers weight name, with two differences that are
+//! handled here and nowhere else: burn names norm parameters `gamma`/`beta` where
+//! PyTorch says `weight`/`bias`, and burn stores a `Linear` weight as `[in, out]`,
+//! transposed against PyTorch's `[out, in]`.
+//!
+//! Loading memory-maps the file and copies one tensor at a time into the backend,
+//! then tells the kernel to drop that tensor's pages, so a model is never held twice
+//! (the file's pages would otherwise count in the process's resident memory).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use memmap2::{Mmap, UncheckedAdvice};
+use safetensors::tensor::TensorInfo;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Result, SdError};
+
+/// An open, memory-mapped safetensors file.
+pub struct SafetensorsFile {
+    path: PathBuf,
+    mmap: Mmap,
+    /// Offset of the data section (after the 8-byte length and the JSON header).
+    data_start: usize,
+    tensors: HashMap<String, TensorInfo>,
+}
+
+impl std::fmt::Debug for SafetensorsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SafetensorsFile")
+            .field("path", &self.path)
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl SafetensorsFile {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|e| SdError::io(&path, e))?;
+        // SAFETY: the map is read-only; a file changed under us while mapped gives
+        // wrong numbers, not memory unsafety in safe code we call.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| SdError::io(&path, e))?;
+        let invalid = |message: String| SdError::Safetensors {
+            path: path.clone(),
+            message,
+        };
+        // `deserialize` checks that every tensor's bytes lie inside the file, which
+        // is what catches a truncated download.
+        SafeTensors::deserialize(&mmap).map_err(|e| invalid(e.to_string()))?;
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&mmap).map_err(|e| invalid(e.to_string()))?;
+        let tensors = metadata
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| (name, info.clone()))
+            .collect();
+        Ok(SafetensorsFile {
+            path,
+            mmap,
+            data_start: 8 + header_len,
+            tensors,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(|info| info.shape.as_slice())
+    }
+
+    /// A tensor as f32 values (f16, bf16 and f64 are converted), with its shape.
+    pub fn read_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let info = self.info(name)?;
+        let values = self.convert_f32(name, info)?;
+        Ok((info.shape.clone(), values))
+    }
+
+    /// A tensor of integers as i64 values, with its shape.
+    pub fn read_i64(&self, name: &str) -> Result<(Vec<usize>, Vec<i64>)> {
+        let info = self.info(name)?;
+        let bytes = self.bytes(info);
+        let values = match info.dtype {
+            Dtype::I64 => bytes
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
+            Dtype::I32 => bytes
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64)
+                .collect(),
+            other => return Err(self.unsupported(name, other)),
+        };
+        Ok((info.shape.clone(), values))
+    }
+
+    /// A tensor on `device`, checked against the expected rank.
+    pub fn tensor<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>> {
+        let (shape, values) = self.read_f32(name)?;
+        if shape.len() != D {
+            return Err(SdError::Safetensors {
+                path: self.path.clone(),
+                message: format!("tensor `{name}` has shape {shape:?}, expected {D} dimensions"),
+            });
+        }
+        Ok(Tensor::from_data(TensorData::new(values, shape), device))
+    }
+
+    fn info(&self, name: &str) -> Result<&TensorInfo> {
+        self.tensors.get(name).ok_or_else(|| SdError::Safetensors {
+            path: self.path.clone(),
+            message: format!("no tensor named `{name}`"),
+        })
+    }
+
+    fn bytes(&self, info: &TensorInfo) -> &[u8] {
+        let (start, end) = info.data_offsets;
+        &self.mmap[self.data_start + start..self.data_start + end]
+    }
+
+    fn convert_f32(&self, name: &str, info: &TensorInfo) -> Result<Vec<f32>> {
+        let bytes = self.bytes(info);
+        let values = match info.dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
+                .collect(),
+            other => return Err(self.unsupported(name, other)),
+        };
+        Ok(values)
+    }
+
+    fn unsupported(&self, name: &str, dtype: Dtype) -> SdError {
+        SdError::Safetensors {
+            path: self.path.clone(),
+            message: format!("tensor `{name}` has dtype {dtype:?}, which atelier cannot read"),
+        }
+    }
+
+    /// Drops the pages of a tensor that has been copied out.
+    fn release(&self, info: &TensorInfo) {
+        let (start, end) = info.data_offsets;
+        // SAFETY: the map is private and read-only, so dropped pages are re-read from
+        // the file if touched again; no slice into this range is alive here.
+        let _ = unsafe {
+            self.mmap.unchecked_advise_range(
+                UncheckedAdvice::DontNeed,
+                self.data_start + start,
+                end - start,
+            )
+        };
+    }
+}
+
+/// How a parameter's burn path and layout differ from the PyTorch name and layout.
+fn torch_name(path: &[String], container: &str) -> (String, bool) {
+    let mut name = path.join(".");
+    let leaf = path.last().map(String::as_str).unwrap_or("");
+    let is_norm = matches!(container, "Struct:LayerNorm" | "Struct:GroupNorm");
+    if is_norm && (leaf == "gamma" || leaf == "beta") {
+        name.truncate(name.len() - leaf.len());
+        name.push_str(if leaf == "gamma" { "weight" } else { "bias" });
+    }
+    let transposed = container == "Struct:Linear" && leaf == "weight";
+    (name, transposed)
+}
+
+fn transpose_2d(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
+}
+
+/// Tracks the module path while a mapper or visitor walks a module. Enum variants
+/// are not part of the path: an enum stands for one diffusers module whose kind
+/// depends on the config (`proj_in` is a convolution or a linear layer).
+#[derive(Default)]
+struct PathStack {
+    entries: Vec<(String, String)>,
+}
+
+impl PathStack {
+    fn enter(&mut self, name: &str, container: &str) {
+        self.entries.push((name.to_string(), container.to_string()));
+    }
+
+    fn exit(&mut self) {
+        self.entries.pop();
+    }
+
+    fn torch_name(&self) -> (String, bool) {
+        let names: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, container)| !container.starts_with("Enum:"))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let container = self.entries.last().map(|(_, c)| c.as_str()).unwrap_or("");
+        torch_name(&names, container)
+    }
+}
+
+struct Loader<'a> {
+    files: &'a [SafetensorsFile],
+    aliases: &'a [(&'a str, &'a str)],
+    stack: PathStack,
+    used: BTreeSet<String>,
+    problems: Vec<String>,
+}
+
+/// Finds `name`, or failing that the name with an aliased prefix; returns the key
+/// found with its file.
+fn find<'f>(
+    files: &'f [SafetensorsFile],
+    aliases: &[(&str, &str)],
+    name: &str,
+) -> Option<(String, &'f SafetensorsFile, &'f TensorInfo)> {
+    let candidates = std::iter::once(name.to_string()).chain(
+        aliases
+            .iter()
+            .filter_map(|(from, to)| name.strip_prefix(from).map(|rest| format!("{to}{rest}"))),
+    );
+    for key in candidates {
+        if let Some((f, info)) = files
+            .iter()
+            .find_map(|f| f.tensors.get(&key).map(|info| (f, info)))
+        {
+            return Some((key, f, info));
+        }
+    }
+    None
+}
+
+impl<B: Backend> ModuleMapper<B> for Loader<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.exit();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (name, transposed) = self.stack.torch_name();
+        let expected = param.lazy_shape().to_vec();
+        let Some((key, file, info)) = find(self.files, self.aliases, &name) else {
+            self.problems
+                .push(format!("missing tensor `{name}` (shape {expected:?})"));
+            return param;
+        };
+        self.used.insert(key);
+        let mut found = info.shape.clone();
+        if transposed && found.len() == 2 {
+            found.swap(0, 1);
+        }
+        if found != expected {
+            let in_file = &info.shape;
+            let mut wanted = expected.clone();
+            if transposed && wanted.len() == 2 {
+                wanted.swap(0, 1);
+            }
+            self.problems.push(format!(
+                "tensor `{name}` in `{}` has shape {in_file:?}, expected {wanted:?}",
+                file.path.display()
+            ));
+            return param;
+        }
+        let values = match file.convert_f32(&name, info) {
+            Ok(values) => values,
+            Err(e) => {
+                self.problems.push(e.to_string());
+                return param;
+            }
+        };
+        file.release(info);
+        let values = if transposed {
+            transpose_2d(&values, info.shape[0], info.shape[1])
+        } else {
+            values
+        };
+        let device = param.lazy_device();
+        let tensor = Tensor::from_data(TensorData::new(values, expected), &device);
+        let id = param.id;
+        param.transform_for_load(tensor, id)
+    }
+}
+
+/// How a component's files may name its tensors besides the module path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyRules<'a> {
+    /// `(prefix, replacement)`: a tensor missing under its own name is looked up
+    /// with the prefix replaced (transformers 5 saves CLIP without `text_model.`).
+    pub aliases: &'a [(&'a str, &'a str)],
+    /// Tensors that are buffers, not weights (CLIP's `position_ids`).
+    pub ignored: &'a [&'a str],
+}
+
+/// Loads `files` into `module`, which was built from its config. Every parameter
+/// must be found with the right shape and every tensor in the files must be used.
+pub fn load_module<B: Backend, M: Module<B>>(
+    module: M,
+    files: &[SafetensorsFile],
+    component: &str,
+    rules: KeyRules,
+) -> Result<M> {
+    let ignored = rules.ignored;
+    let mut loader = Loader {
+        files,
+        aliases: rules.aliases,
+        stack: PathStack::default(),
+        used: BTreeSet::new(),
+        problems: Vec::new(),
+    };
+    let module = module.map(&mut loader);
+    let mut problems = loader.problems;
+    let mut unexpected: Vec<&str> = files
+        .iter()
+        .flat_map(|f| f.names())
+        .filter(|name| !loader.used.contains(*name) && !ignored.contains(name))
+        .collect();
+    unexpected.sort_unstable();
+    problems.extend(
+        unexpected
+            .into_iter()
+            .map(|name| format!("unexpected tensor `{name}`")),
+    );
+    if problems.is_empty() {
+        Ok(module)
+    } else {
+        Err(SdError::Weights {
+            component: component.to_string(),
+            files: files.iter().map(|f| f.path.clone()).collect(),
+            problems,
+        })
+    }
+}
+
+struct Collector {
+    stack: PathStack,
+    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Collector {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.exit();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let (name, transposed) = self.stack.torch_name();
+        let data = param.val().into_data().convert::<f32>();
+        let mut shape = data.shape.to_vec();
+        let mut values = data.into_vec::<f32>().expect("converted to f32");
+        if transposed && shape.len() == 2 {
+            values = transpose_2d(&values, shape[0], shape[1]);
+            shape.swap(0, 1);
+        }
+        self.tensors.push((name, shape, values));
+    }
+}
+
+/// The module's parameters under their diffusers names and PyTorch layouts.
+pub fn named_tensors<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut collector = Collector {
+        stack: PathStack::default(),
+        tensors: Vec::new(),
+    };
+    module.visit(&mut collector);
+    collector.tensors
+}
+
+/// Writes the module as a diffusers-style safetensors file (f32 or f16).
+pub fn save_module<B: Backend, M: Module<B>>(module: &M, path: &Path, half: bool) -> Result<()> {
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = named_tensors(module)
+        .into_iter()
+        .map(|(name, shape, values)| {
+            let bytes = if half {
+                values
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect()
+            } else {
+                values.iter().flat_map(|v| v.to_le_bytes()).collect()
+            };
+            (name, shape, bytes)
+        })
+        .collect();
+    let dtype = if half { Dtype::F16 } else { Dtype::F32 };
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            let view = safetensors::tensor::TensorView::new(dtype, shape.clone(), bytes)
+                .expect("sizes agree by construction");
+            (name.clone(), view)
+        })
+        .collect::<Vec<_>>();
+    safetensors::serialize_to_file(views, None, path).map_err(|e| SdError::Safetensors {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn norm_and_linear_names_follow_pytorch() {
+        let path = |p: &str| p.split('.').map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            torch_name(&path("norm1.gamma"), "Struct:LayerNorm"),
+            ("norm1.weight".to_string(), false)
+        );
+        assert_eq!(
+            torch_name(&path("norm.beta"), "Struct:GroupNorm"),
+            ("norm.bias".to_string(), false)
+        );
+        assert_eq!(
+            torch_name(&path("attn1.to_q.weight"), "Struct:Linear"),
+            ("attn1.to_q.weight".to_string(), true)
+        );
+        assert_eq!(
+            torch_name(&path("conv_in.weight"), "Struct:Conv2d"),
+            ("conv_in.weight".to_string(), false)
+        );
+    }
+
+    #[test]
+    fn transpose_swaps_rows_and_columns() {
+        assert_eq!(
+            transpose_2d(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3),
+            vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
+        );
+    }
+}
