@@ -60,9 +60,8 @@ impl<B: Backend> Attention<B> {
         let [b, n, inner] = q.dims();
         let m = k.dims()[1];
         let head_dim = inner / self.heads;
-        let split = |t: Tensor<B, 3>, len: usize| {
-            t.reshape([b, len, self.heads, head_dim]).swap_dims(1, 2)
-        };
+        let split =
+            |t: Tensor<B, 3>, len: usize| t.reshape([b, len, self.heads, head_dim]).swap_dims(1, 2);
         let options = AttentionModuleOptions {
             scale: None,
             softcap: None,

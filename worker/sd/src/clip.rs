@@ -5,12 +5,12 @@
 
 use std::path::Path;
 
-use burn::module::Module;
+use burn::module::{Module, Param, ParamId};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 use serde::Deserialize;
 
 use crate::config::read_json;
@@ -44,7 +44,9 @@ impl ClipTextConfig {
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(format!(
                 "`hidden_size` {} is not a multiple of `num_attention_heads` {}",
                 self.hidden_size, self.num_attention_heads
@@ -95,7 +97,10 @@ impl ClipTextConfig {
 /// `position_ids` buffer.
 pub const KEY_RULES: KeyRules<'static> = KeyRules {
     aliases: &[("text_model.", "")],
-    ignored: &["text_model.embeddings.position_ids", "embeddings.position_ids"],
+    ignored: &[
+        "text_model.embeddings.position_ids",
+        "embeddings.position_ids",
+    ],
 };
 
 #[derive(Module, Debug)]
@@ -150,7 +155,12 @@ pub struct ClipMlp<B: Backend> {
 impl<B: Backend> ClipTextModel<B> {
     /// `input_ids` [batch, seq] -> last_hidden_state [batch, seq, hidden].
     pub fn forward(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.forward_embeds(self.text_model.embeddings.token_embedding.forward(input_ids))
+        self.forward_embeds(
+            self.text_model
+                .embeddings
+                .token_embedding
+                .forward(input_ids),
+        )
     }
 
     /// From token embeddings [batch, seq, hidden] (textual inversion swaps rows in
@@ -167,6 +177,25 @@ impl<B: Backend> ClipTextModel<B> {
             hidden = layer.forward(hidden);
         }
         model.final_layer_norm.forward(hidden)
+    }
+
+    /// Rows of the token embedding table (the vocabulary, with added tokens).
+    pub fn vocab_rows(&self) -> usize {
+        self.text_model
+            .embeddings
+            .token_embedding
+            .weight
+            .lazy_shape()[0]
+    }
+
+    /// Appends `n` rows (row-major [n, hidden]) to the token embedding table.
+    pub fn append_token_embeddings(&mut self, values: Vec<f32>, n: usize) {
+        let embedding = &mut self.text_model.embeddings.token_embedding;
+        let table = embedding.weight.val();
+        let [_, hidden] = table.dims();
+        let device = table.device();
+        let rows = Tensor::<B, 2>::from_data(TensorData::new(values, [n, hidden]), &device);
+        embedding.weight = Param::initialized(ParamId::new(), Tensor::cat(vec![table, rows], 0));
     }
 
     pub fn hidden_size(&self) -> usize {

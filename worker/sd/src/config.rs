@@ -83,7 +83,8 @@ mod tests {
     #[test]
     fn per_block_lists_must_match_the_block_count() {
         assert_eq!(PerBlock::One(8).expand(3, "f").unwrap(), vec![8, 8, 8]);
-        assert!(PerBlock::Each(vec![1, 2]).expand(3, "attention_head_dim")
+        assert!(PerBlock::Each(vec![1, 2])
+            .expand(3, "attention_head_dim")
             .unwrap_err()
             .contains("`attention_head_dim` has 2 entries"));
     }

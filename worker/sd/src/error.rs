@@ -29,6 +29,10 @@ pub enum SdError {
     },
     #[error("model folder `{path}`: {message}")]
     ModelFolder { path: PathBuf, message: String },
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
+    #[error(transparent)]
+    Scheduler(#[from] crate::schedulers::SchedulerError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -53,10 +57,7 @@ impl SdError {
 const MAX_LISTED: usize = 25;
 
 fn weights_report(component: &str, files: &[PathBuf], problems: &[String]) -> String {
-    let names: Vec<String> = files
-        .iter()
-        .map(|f| format!("`{}`", f.display()))
-        .collect();
+    let names: Vec<String> = files.iter().map(|f| format!("`{}`", f.display())).collect();
     let mut out = format!(
         "weights in {} do not fit the {component} built from its config ({} problem{}):",
         names.join(", "),

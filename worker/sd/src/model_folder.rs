@@ -167,12 +167,22 @@ impl ModelFolder {
 
     pub fn load_unet<B: Backend>(&self, device: &B::Device) -> Result<UNet2DConditionModel<B>> {
         let model = self.unet_config()?.init(device)?;
-        load_module(model, &self.weight_files("unet")?, "UNet", KeyRules::default())
+        load_module(
+            model,
+            &self.weight_files("unet")?,
+            "UNet",
+            KeyRules::default(),
+        )
     }
 
     pub fn load_vae<B: Backend>(&self, device: &B::Device) -> Result<AutoencoderKL<B>> {
         let model = self.vae_config()?.init(device)?;
-        load_module(model, &self.weight_files("vae")?, "VAE", KeyRules::default())
+        load_module(
+            model,
+            &self.weight_files("vae")?,
+            "VAE",
+            KeyRules::default(),
+        )
     }
 
     pub fn load_text_encoder<B: Backend>(&self, device: &B::Device) -> Result<ClipTextModel<B>> {

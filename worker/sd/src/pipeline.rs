@@ -11,8 +11,10 @@ use rand::{Rng, SeedableRng};
 
 use crate::clip::ClipTextModel;
 use crate::error::{Result, SdError};
+use crate::lora::{linear_paths, merge_into, LoraFile, Target};
 use crate::model_folder::ModelFolder;
 use crate::schedulers::{build_scheduler, SchedulerKind};
+use crate::textual_inversion;
 use crate::tokenizer::ClipTokenizer;
 use crate::unet_2d::UNet2DConditionModel;
 use crate::vae::{AutoencoderKL, AutoencoderKLConfig};
@@ -27,6 +29,9 @@ pub struct StableDiffusion<B: Backend> {
     /// The UNet's `sample_size`: latents' side when none is asked for.
     pub latent_size: usize,
     pub latent_channels: usize,
+    /// Multi-vector textual-inversion tokens and what they expand to in a prompt
+    /// (`<tok>` -> `<tok> <tok>_1 <tok>_2`), as diffusers' `maybe_convert_prompt`.
+    pub expansions: Vec<(String, String)>,
     pub device: B::Device,
 }
 
@@ -47,7 +52,9 @@ impl<B: Backend> StableDiffusion<B> {
         let unet_config = folder.unet_config()?;
         let vae_config = folder.vae_config()?;
         let text_config = folder.text_encoder_config()?;
-        let cross = unet_config.cross_attention_dim.expand(1, "cross_attention_dim");
+        let cross = unet_config
+            .cross_attention_dim
+            .expand(1, "cross_attention_dim");
         if let Ok(dims) = &cross {
             if dims[0] != text_config.hidden_size {
                 return Err(SdError::ModelFolder {
@@ -69,15 +76,79 @@ impl<B: Backend> StableDiffusion<B> {
             vae: folder.load_vae(device)?,
             vae_config,
             scheduler_config: folder.scheduler_config()?,
+            expansions: Vec::new(),
             device: device.clone(),
         })
+    }
+
+    /// Adds the placeholder tokens of a textual-inversion file to the tokenizer and
+    /// their vectors to the token embedding table; returns the placeholders.
+    pub fn load_textual_inversion(&mut self, path: &Path) -> Result<Vec<String>> {
+        let embeddings = textual_inversion::read(path)?;
+        let hidden = self.text_encoder.hidden_size();
+        let mut placeholders = Vec::new();
+        for embedding in embeddings {
+            let invalid = |message: String| SdError::Safetensors {
+                path: path.to_path_buf(),
+                message,
+            };
+            if embedding.hidden != hidden {
+                return Err(invalid(format!(
+                    "embedding `{}` is {} wide but the text encoder's hidden size is {hidden}",
+                    embedding.token, embedding.hidden
+                )));
+            }
+            let tokens = embedding.tokens();
+            if let Some(t) = tokens.iter().find(|t| self.tokenizer.token_id(t).is_some()) {
+                return Err(invalid(format!(
+                    "token `{t}` is already in the tokenizer; load each embedding once"
+                )));
+            }
+            let rows = self.text_encoder.vocab_rows();
+            let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+            let ids = self.tokenizer.add_tokens(&refs);
+            let expected: Vec<u32> = (rows..rows + tokens.len()).map(|r| r as u32).collect();
+            if ids != expected {
+                return Err(invalid(format!(
+                    "the tokenizer gave ids {ids:?} but the embedding table has {rows} rows"
+                )));
+            }
+            self.text_encoder
+                .append_token_embeddings(embedding.values.clone(), embedding.vectors);
+            if tokens.len() > 1 {
+                self.expansions
+                    .push((embedding.token.clone(), tokens.join(" ")));
+            }
+            placeholders.push(embedding.token);
+        }
+        Ok(placeholders)
+    }
+
+    /// Merges a LoRA file into the UNet (and the text encoder if it has pairs for
+    /// it) at `scale`; returns the number of layers changed.
+    pub fn apply_lora(&mut self, path: &Path, scale: f64) -> Result<usize> {
+        let file = LoraFile::read(path)?;
+        let unet_pairs = file.resolve(Target::Unet, &linear_paths(&self.unet), path)?;
+        let text_pairs =
+            file.resolve(Target::TextEncoder, &linear_paths(&self.text_encoder), path)?;
+        let (unet, a) = merge_into(self.unet.clone(), &unet_pairs, scale as f32, path)?;
+        let (text, b) = merge_into(self.text_encoder.clone(), &text_pairs, scale as f32, path)?;
+        self.unet = unet;
+        self.text_encoder = text;
+        Ok(a + b)
     }
 
     /// Token ids padded to the tokenizer's length: [n, 77].
     pub fn token_ids(&self, prompts: &[&str]) -> Tensor<B, 2, Int> {
         let rows: Vec<Vec<u32>> = prompts
             .iter()
-            .map(|p| self.tokenizer.encode_padded(p))
+            .map(|p| {
+                let mut prompt = p.to_string();
+                for (token, expansion) in &self.expansions {
+                    prompt = prompt.replace(token.as_str(), expansion);
+                }
+                self.tokenizer.encode_padded(&prompt)
+            })
             .collect();
         let len = rows.first().map_or(0, Vec::len);
         let flat: Vec<i64> = rows.iter().flatten().map(|&id| id as i64).collect();
@@ -113,11 +184,8 @@ impl<B: Backend> StableDiffusion<B> {
         } else {
             self.encode_prompts(&[&options.prompt])
         };
-        let mut scheduler = build_scheduler::<B>(
-            options.scheduler,
-            &self.scheduler_config,
-            options.steps,
-        )?;
+        let mut scheduler =
+            build_scheduler::<B>(options.scheduler, &self.scheduler_config, options.steps)?;
         let timesteps = scheduler.timesteps().to_vec();
         let mut latents = latents * scheduler.init_noise_sigma();
         for (i, &t) in timesteps.iter().enumerate() {

@@ -65,7 +65,9 @@ impl<B: Backend> ResnetBlock2D<B> {
     /// x [b, in, h, w], temb [b, temb_channels] -> [b, out, h, w].
     pub fn forward(&self, x: Tensor<B, 4>, temb: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
         let act = self.activation;
-        let mut h = self.conv1.forward(act.forward(self.norm1.forward(x.clone())));
+        let mut h = self
+            .conv1
+            .forward(act.forward(self.norm1.forward(x.clone())));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = proj.forward(act.forward(temb.clone()));
             let [b, c] = t.dims();

@@ -192,8 +192,14 @@ impl UNet2DConditionConfig {
             }
         }
         let unsupported = [
-            ("resnet_time_scale_shift", self.resnet_time_scale_shift != "default"),
-            ("time_embedding_type", self.time_embedding_type != "positional"),
+            (
+                "resnet_time_scale_shift",
+                self.resnet_time_scale_shift != "default",
+            ),
+            (
+                "time_embedding_type",
+                self.time_embedding_type != "positional",
+            ),
             ("class_embed_type", self.class_embed_type.is_some()),
             ("addition_embed_type", self.addition_embed_type.is_some()),
             ("encoder_hid_dim", self.encoder_hid_dim.is_some()),
@@ -210,7 +216,7 @@ impl UNet2DConditionConfig {
         {
             return Err("`only_cross_attention` is not supported".into());
         }
-        if self.conv_in_kernel % 2 == 0 || self.conv_out_kernel % 2 == 0 {
+        if self.conv_in_kernel.is_multiple_of(2) || self.conv_out_kernel.is_multiple_of(2) {
             return Err("`conv_in_kernel` and `conv_out_kernel` must be odd".into());
         }
         let heads = match &self.num_attention_heads {
@@ -333,7 +339,12 @@ impl UNet2DConditionConfig {
                 self.conv_in_kernel / 2,
                 device,
             ),
-            time_embedding: TimestepEmbedding::new(channels[0], time_embed_dim, self.act_fn, device),
+            time_embedding: TimestepEmbedding::new(
+                channels[0],
+                time_embed_dim,
+                self.act_fn,
+                device,
+            ),
             down_blocks,
             mid_block,
             up_blocks,
@@ -427,9 +438,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
         }
 
         // 6. post-process
-        let x = self
-            .activation
-            .forward(self.conv_norm_out.forward(x));
+        let x = self.activation.forward(self.conv_norm_out.forward(x));
         self.conv_out.forward(x)
     }
 }

@@ -93,7 +93,11 @@ impl AutoencoderKLConfig {
             ));
         }
         for (field, types, known) in [
-            ("down_block_types", &self.down_block_types, "DownEncoderBlock2D"),
+            (
+                "down_block_types",
+                &self.down_block_types,
+                "DownEncoderBlock2D",
+            ),
             ("up_block_types", &self.up_block_types, "UpDecoderBlock2D"),
         ] {
             if let Some(t) = types.iter().find(|t| t.as_str() != known) {
@@ -138,9 +142,9 @@ impl AutoencoderKLConfig {
 
         let mut down_blocks = Vec::with_capacity(n);
         let mut output_channels = channels[0];
-        for i in 0..n {
+        for (i, &channels_i) in channels.iter().enumerate() {
             let input_channels = output_channels;
-            output_channels = channels[i];
+            output_channels = channels_i;
             down_blocks.push(DownBlock2D::new(
                 BlockSpec {
                     layers: self.layers_per_block,

@@ -507,14 +507,15 @@ pub fn save_module<B: Backend, M: Module<B>>(module: &M, path: &Path, half: bool
     }
     let mut header = serde_json::to_vec(&header).expect("a JSON map serialises");
     // The data section starts 8-byte aligned, as the safetensors writer pads it.
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     let io = |e| SdError::io(path, e);
     let file = File::create(path).map_err(io)?;
     let mut out = std::io::BufWriter::new(file);
     use std::io::Write;
-    out.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
+    out.write_all(&(header.len() as u64).to_le_bytes())
+        .map_err(io)?;
     out.write_all(&header).map_err(io)?;
     let mut writer = StreamWriter {
         stack: PathStack::default(),

@@ -42,8 +42,14 @@ fn sd15_configs_build_with_diffusers_parameter_counts() {
         .init::<Cpu>(&device);
     // The figure the SD1.5 model card and diffusers give.
     assert_eq!(parameter_count(&unet), 859_520_964);
-    assert_eq!(parameter_count(&unet) as u64, counts["unet"].as_u64().unwrap());
-    assert_eq!(parameter_count(&vae) as u64, counts["vae"].as_u64().unwrap());
+    assert_eq!(
+        parameter_count(&unet) as u64,
+        counts["unet"].as_u64().unwrap()
+    );
+    assert_eq!(
+        parameter_count(&vae) as u64,
+        counts["vae"].as_u64().unwrap()
+    );
     assert_eq!(
         parameter_count(&text) as u64,
         counts["text_encoder"].as_u64().unwrap()
@@ -80,7 +86,14 @@ fn rewrite_safetensors(
     let mut tensors: Vec<_> = file
         .tensors()
         .into_iter()
-        .map(|(name, view)| (name, view.shape().to_vec(), view.dtype(), view.data().to_vec()))
+        .map(|(name, view)| {
+            (
+                name,
+                view.shape().to_vec(),
+                view.dtype(),
+                view.data().to_vec(),
+            )
+        })
         .collect();
     edit(&mut tensors);
     let views: Vec<_> = tensors
@@ -113,7 +126,10 @@ fn truncated_safetensors_names_the_file() {
     file.set_len(len / 2).unwrap();
     let message = unet_error(dir.path());
     assert!(message.contains(&path.display().to_string()), "{message}");
-    assert!(message.contains("not a readable safetensors file"), "{message}");
+    assert!(
+        message.contains("not a readable safetensors file"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -121,7 +137,10 @@ fn wrong_shape_names_the_tensor_and_both_shapes() {
     let dir = scratch_copy("tiny-sd");
     let path = dir.path().join("unet/diffusion_pytorch_model.safetensors");
     rewrite_safetensors(&path, |tensors| {
-        let conv_in = tensors.iter_mut().find(|t| t.0 == "conv_in.weight").unwrap();
+        let conv_in = tensors
+            .iter_mut()
+            .find(|t| t.0 == "conv_in.weight")
+            .unwrap();
         // [8, 4, 3, 3] -> [8, 2, 3, 6]: same byte count, wrong shape.
         conv_in.1 = vec![8, 2, 3, 6];
     });
@@ -140,7 +159,11 @@ fn missing_and_unexpected_tensors_are_named() {
     let path = dir.path().join("unet/diffusion_pytorch_model.safetensors");
     rewrite_safetensors(&path, |tensors| {
         tensors.retain(|t| t.0 != "mid_block.attentions.0.proj_in.weight");
-        let extra = tensors.iter().find(|t| t.0 == "conv_in.bias").unwrap().clone();
+        let extra = tensors
+            .iter()
+            .find(|t| t.0 == "conv_in.bias")
+            .unwrap()
+            .clone();
         tensors.push(("conv_in.extra_bias".into(), extra.1, extra.2, extra.3));
     });
     let message = unet_error(dir.path());
@@ -148,16 +171,21 @@ fn missing_and_unexpected_tensors_are_named() {
         message.contains("missing tensor `mid_block.attentions.0.proj_in.weight`"),
         "{message}"
     );
-    assert!(message.contains("unexpected tensor `conv_in.extra_bias`"), "{message}");
+    assert!(
+        message.contains("unexpected tensor `conv_in.extra_bias`"),
+        "{message}"
+    );
 }
 
 #[test]
 fn unknown_block_type_names_the_config_field() {
     let dir = scratch_copy("tiny-sd");
     let config = dir.path().join("unet/config.json");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replacen("\"DownBlock2D\"", "\"AttnDownBlock2D\"", 1);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "\"DownBlock2D\"",
+        "\"AttnDownBlock2D\"",
+        1,
+    );
     std::fs::write(&config, text).unwrap();
     let message = unet_error(dir.path());
     assert!(message.contains(&config.display().to_string()), "{message}");
@@ -198,7 +226,11 @@ fn fp16_variant_is_preferred_only_when_asked() {
     let dir = scratch_copy("tiny-sd");
     let unet = dir.path().join("unet");
     // A corrupt fp16 file beside the good f32 one: Auto never opens it.
-    std::fs::write(unet.join("diffusion_pytorch_model.fp16.safetensors"), b"junk").unwrap();
+    std::fs::write(
+        unet.join("diffusion_pytorch_model.fp16.safetensors"),
+        b"junk",
+    )
+    .unwrap();
     let device = Default::default();
     ModelFolder::open(dir.path(), Variant::Auto)
         .unwrap()
@@ -210,7 +242,10 @@ fn fp16_variant_is_preferred_only_when_asked() {
         .map(|_| ())
         .unwrap_err()
         .to_string();
-    assert!(message.contains("diffusion_pytorch_model.fp16.safetensors"), "{message}");
+    assert!(
+        message.contains("diffusion_pytorch_model.fp16.safetensors"),
+        "{message}"
+    );
 }
 
 #[test]

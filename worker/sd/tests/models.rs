@@ -20,7 +20,9 @@ fn text_encoder_matches_transformers() {
         let (shape, ids) = refs.read_i64("text.input_ids").unwrap();
         let ids: Tensor<Cpu, 2, Int> =
             Tensor::from_data(TensorData::new(ids, [shape[0], shape[1]]), &device);
-        let expected = refs.tensor::<Cpu, 3>("text.last_hidden_state", &device).unwrap();
+        let expected = refs
+            .tensor::<Cpu, 3>("text.last_hidden_state", &device)
+            .unwrap();
         assert_close(
             &format!("{name}: text encoder last_hidden_state"),
             model.forward(ids),
@@ -65,7 +67,12 @@ fn vae_matches_diffusers() {
         let mean = refs.tensor::<Cpu, 4>("vae.mean", &device).unwrap();
         let logvar = refs.tensor::<Cpu, 4>("vae.logvar", &device).unwrap();
         assert_close(&format!("{name}: VAE mean"), dist.mean, mean, TOLERANCE);
-        assert_close(&format!("{name}: VAE logvar"), dist.logvar, logvar, TOLERANCE);
+        assert_close(
+            &format!("{name}: VAE logvar"),
+            dist.logvar,
+            logvar,
+            TOLERANCE,
+        );
         let latents = refs.tensor::<Cpu, 4>("vae.latents", &device).unwrap();
         let decoded = refs.tensor::<Cpu, 4>("vae.decoded", &device).unwrap();
         assert_close(
@@ -89,8 +96,16 @@ fn parameter_counts_match_diffusers() {
         let unet = folder.unet_config().unwrap().init::<Cpu>(&device).unwrap();
         let vae = folder.vae_config().unwrap().init::<Cpu>(&device).unwrap();
         let text = folder.text_encoder_config().unwrap().init::<Cpu>(&device);
-        assert_eq!(unet.num_params() as u64, counts["unet"].as_u64().unwrap(), "{name} unet");
-        assert_eq!(vae.num_params() as u64, counts["vae"].as_u64().unwrap(), "{name} vae");
+        assert_eq!(
+            unet.num_params() as u64,
+            counts["unet"].as_u64().unwrap(),
+            "{name} unet"
+        );
+        assert_eq!(
+            vae.num_params() as u64,
+            counts["vae"].as_u64().unwrap(),
+            "{name} vae"
+        );
         assert_eq!(
             text.num_params() as u64,
             counts["text_encoder"].as_u64().unwrap(),

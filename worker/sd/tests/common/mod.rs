@@ -21,8 +21,12 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 pub fn reference(name: &str) -> SafetensorsFile {
-    SafetensorsFile::open(fixtures().join("reference").join(format!("{name}.safetensors")))
-        .unwrap()
+    SafetensorsFile::open(
+        fixtures()
+            .join("reference")
+            .join(format!("{name}.safetensors")),
+    )
+    .unwrap()
 }
 
 pub fn reference_json(name: &str) -> PathBuf {
@@ -47,7 +51,12 @@ pub fn assert_close<const D: usize>(
 }
 
 pub fn max_abs_diff<const D: usize>(a: Tensor<Cpu, D>, b: Tensor<Cpu, D>) -> f32 {
-    let values = (a - b).abs().into_data().convert::<f32>().into_vec::<f32>().unwrap();
+    let values = (a - b)
+        .abs()
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap();
     if values.iter().any(|v| v.is_nan()) {
         return f32::NAN;
     }
