@@ -41,6 +41,14 @@ impl std::fmt::Display for BackendKind {
 #[cfg(feature = "cuda")]
 pub fn cuda_device(index: usize) -> Result<burn::backend::cuda::CudaDevice, String> {
     use burn::tensor::Tensor;
+    // Without the kernel driver cubecl fails deep in a worker thread; say so plainly.
+    #[cfg(target_os = "linux")]
+    if !std::path::Path::new("/proc/driver/nvidia/version").exists() {
+        return Err(format!(
+            "no usable CUDA device {index}: this machine has no NVIDIA driver \
+             (/proc/driver/nvidia/version is missing); use --backend cpu"
+        ));
+    }
     let device = burn::backend::cuda::CudaDevice::new(index);
     let probe = device.clone();
     let previous = std::panic::take_hook();

@@ -3,10 +3,14 @@
 //!
 //! Layouts (the prefix says the component: `unet` or `text_encoder`):
 //! - diffusers: `unet.<path>.lora.down.weight` / `.lora.up.weight`, text encoder
-//!   `text_encoder.<path>.lora_linear_layer.down.weight`; the older attention-processor
-//!   form `<path>.processor.to_q_lora.down.weight`;
+//!   `text_encoder.<path>.lora_linear_layer.down.weight`; the older (diffusers <= 0.17)
+//!   attention-processor form `unet.<attn>.processor.to_q_lora.down.weight` (`to_out_lora`
+//!   is `to_out.0`), text encoder `text_encoder.<attn>.to_q_lora.down.weight` (`q_proj`,
+//!   …, `to_out_lora` is `out_proj`);
 //! - peft: `unet.<path>.lora_A.weight` / `.lora_B.weight` (also `base_model.model.`
-//!   prefixes and an adapter name such as `lora_A.default.weight`);
+//!   prefixes and an adapter name such as `lora_A.default.weight`), with the alpha in
+//!   the `lora_adapter_metadata` that diffusers' `save_lora_weights` may write into the
+//!   safetensors header (`unet.lora_alpha`, `unet.alpha_pattern`, `unet.use_rslora`, …);
 //! - kohya / A1111: `lora_unet_<path with _>.lora_down.weight`, `.lora_up.weight`,
 //!   `.alpha`; text encoder `lora_te_…`.
 //!
@@ -14,6 +18,7 @@
 //! atelier cannot adapt is refused by name rather than half-applied.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, Param};
@@ -46,7 +51,7 @@ impl LoraPair {
     }
 
     /// alpha / rank, or 1 when the file has no alpha (diffusers and peft files
-    /// are saved with the scale folded in).
+    /// without adapter metadata mean alpha = rank).
     pub fn alpha_scale(&self) -> f32 {
         self.alpha.map_or(1.0, |a| a / self.rank() as f32)
     }
@@ -93,40 +98,140 @@ fn parse_key(key: &str) -> Option<(Target, String, Part, bool)> {
         // Old attention-processor files have no prefix and are UNet-only.
         (Target::Unet, key)
     };
-    const SUFFIXES: &[(&str, u8)] = &[
-        (".lora.down.weight", 0),
-        (".lora.up.weight", 1),
-        (".lora_linear_layer.down.weight", 0),
-        (".lora_linear_layer.up.weight", 1),
-        (".lora_A.weight", 0),
-        (".lora_B.weight", 1),
-        (".lora_A.default.weight", 0),
-        (".lora_B.default.weight", 1),
-        (".alpha", 2),
+    // (suffix, part, old attention-processor form)
+    const SUFFIXES: &[(&str, u8, bool)] = &[
+        (".lora.down.weight", 0, false),
+        (".lora.up.weight", 1, false),
+        (".lora_linear_layer.down.weight", 0, false),
+        (".lora_linear_layer.up.weight", 1, false),
+        (".lora_A.weight", 0, false),
+        (".lora_B.weight", 1, false),
+        (".lora_A.default.weight", 0, false),
+        (".lora_B.default.weight", 1, false),
+        (".alpha", 2, false),
+        ("_lora.down.weight", 0, true),
+        ("_lora.up.weight", 1, true),
     ];
-    for (suffix, part) in SUFFIXES {
+    for (suffix, part, old) in SUFFIXES {
         if let Some(path) = rest.strip_suffix(suffix) {
             let part = match part {
                 0 => Part::Down,
                 1 => Part::Up,
                 _ => Part::Alpha,
             };
-            return Some((target, processor_path(path), part, false));
+            let path = if *old {
+                old_processor_path(target, path)
+            } else {
+                path.to_string()
+            };
+            return Some((target, path, part, false));
         }
     }
     None
 }
 
-/// `attn1.processor.to_q_lora` -> `attn1.to_q`; `to_out_lora` -> `to_out.0`.
-fn processor_path(path: &str) -> String {
-    match path.split_once(".processor.") {
-        Some((attn, proj)) => {
-            let proj = proj.strip_suffix("_lora").unwrap_or(proj);
-            let proj = if proj == "to_out" { "to_out.0" } else { proj };
-            format!("{attn}.{proj}")
-        }
-        None => path.to_string(),
+/// The module an old attention-processor key adapts (its `_lora` already cut off):
+/// UNet `attn1.processor.to_q` -> `attn1.to_q`, `to_out` -> `to_out.0`; text encoder
+/// `self_attn.to_q` -> `self_attn.q_proj`, `to_out` -> `out_proj` (as diffusers'
+/// `UNET_TO_DIFFUSERS` and `DIFFUSERS_OLD_TO_PEFT`).
+fn old_processor_path(target: Target, path: &str) -> String {
+    let path = path.replace(".processor.", ".");
+    let (attn, proj) = path.rsplit_once('.').unwrap_or(("", &path));
+    let proj = match (target, proj) {
+        (Target::Unet, "to_out") => "to_out.0",
+        (Target::TextEncoder, "to_q") => "q_proj",
+        (Target::TextEncoder, "to_k") => "k_proj",
+        (Target::TextEncoder, "to_v") => "v_proj",
+        (Target::TextEncoder, "to_out") => "out_proj",
+        (_, proj) => proj,
+    };
+    if attn.is_empty() {
+        proj.to_string()
+    } else {
+        format!("{attn}.{proj}")
     }
+}
+
+/// The parts of peft's `LoraConfig` that set a layer's scale, from the
+/// `lora_adapter_metadata` JSON diffusers writes into the safetensors header with
+/// keys prefixed by the component (`unet.lora_alpha`, `text_encoder.alpha_pattern`).
+/// diffusers builds the `LoraConfig` from it, so alpha / rank comes from here.
+#[derive(Debug, Default)]
+struct AdapterConfig {
+    /// None: peft's default, 8.
+    lora_alpha: Option<f32>,
+    /// Module-name patterns -> alpha; matched as literal names or `.`-suffixes
+    /// (peft matches them as regular expressions; literal names are what it writes).
+    alpha_pattern: Vec<(String, f32)>,
+    use_rslora: bool,
+}
+
+impl AdapterConfig {
+    /// The alpha to store on a pair of `rank` adapting `module`, such that
+    /// alpha / rank is peft's scaling (alpha / sqrt(rank) under rsLoRA).
+    fn alpha(&self, module: &str, rank: usize) -> f32 {
+        let alpha = self
+            .alpha_pattern
+            .iter()
+            .find(|(key, _)| module == key || module.ends_with(&format!(".{key}")))
+            .map(|(_, alpha)| *alpha)
+            .or(self.lora_alpha)
+            .unwrap_or(8.0);
+        if self.use_rslora {
+            alpha * (rank as f32).sqrt()
+        } else {
+            alpha
+        }
+    }
+}
+
+/// Reads `__metadata__.lora_adapter_metadata` from a safetensors header, per component.
+fn adapter_configs(path: &Path) -> Result<HashMap<Target, AdapterConfig>> {
+    let invalid = |message: String| SdError::Safetensors {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| SdError::io(path, e))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|e| SdError::io(path, e))?;
+    // `SafetensorsFile::open` has already checked the header's size and JSON.
+    let mut header = vec![0u8; u64::from_le_bytes(len) as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| SdError::io(path, e))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| invalid(e.to_string()))?;
+    let Some(raw) = header["__metadata__"]["lora_adapter_metadata"].as_str() else {
+        return Ok(HashMap::new());
+    };
+    let metadata: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw)
+        .map_err(|e| invalid(format!("`lora_adapter_metadata` is not a JSON object: {e}")))?;
+    let mut configs: HashMap<Target, AdapterConfig> = HashMap::new();
+    for (key, value) in &metadata {
+        let Some((prefix, field)) = key.split_once('.') else {
+            continue;
+        };
+        let target = match prefix {
+            "unet" => Target::Unet,
+            "text_encoder" => Target::TextEncoder,
+            _ => continue,
+        };
+        let config = configs.entry(target).or_default();
+        match field {
+            "lora_alpha" => config.lora_alpha = value.as_f64().map(|a| a as f32),
+            "use_rslora" => config.use_rslora = value.as_bool().unwrap_or(false),
+            "alpha_pattern" => {
+                if let Some(map) = value.as_object() {
+                    config.alpha_pattern = map
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_f64()? as f32)))
+                        .collect();
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(configs)
 }
 
 fn kohya_part(rest: &str) -> Option<(String, Part)> {
@@ -145,10 +250,7 @@ fn kohya_part(rest: &str) -> Option<(String, Part)> {
 impl LoraFile {
     pub fn read(path: &Path) -> Result<Self> {
         let file = SafetensorsFile::open(path)?;
-        let invalid = |message: String| SdError::Safetensors {
-            path: path.to_path_buf(),
-            message,
-        };
+        let invalid = |message: String| SdError::config(path, message);
         let mut partial: BTreeMap<(Target, String), Partial> = BTreeMap::new();
         let mut kohya = false;
         let mut names: Vec<&str> = file.names().collect();
@@ -183,6 +285,7 @@ impl LoraFile {
                 other.len()
             )));
         }
+        let configs = adapter_configs(path)?;
         let mut pairs = BTreeMap::new();
         for ((target, module), p) in partial {
             let (Some(down), Some(up)) = (p.down, p.up) else {
@@ -197,14 +300,11 @@ impl LoraFile {
                     down.0, up.0
                 )));
             }
-            pairs.insert(
-                (target, module),
-                LoraPair {
-                    down,
-                    up,
-                    alpha: p.alpha,
-                },
-            );
+            // A pair's own alpha tensor wins over the header's config.
+            let alpha = p
+                .alpha
+                .or_else(|| configs.get(&target).map(|c| c.alpha(&module, down.0[0])));
+            pairs.insert((target, module), LoraPair { down, up, alpha });
         }
         Ok(LoraFile { pairs, kohya })
     }
@@ -237,7 +337,7 @@ impl LoraFile {
                     .cloned()
             };
             let Some(path) = path else {
-                return Err(SdError::Safetensors {
+                return Err(SdError::Config {
                     path: file.to_path_buf(),
                     message: format!(
                         "LoRA pair `{module}` matches no linear layer of the {}",
@@ -342,10 +442,7 @@ pub fn merge_into<B: Backend, M: Module<B>>(
     };
     let module = module.map(&mut merger);
     if let Some(problem) = merger.problems.first() {
-        return Err(SdError::Safetensors {
-            path: file.to_path_buf(),
-            message: problem.clone(),
-        });
+        return Err(SdError::config(file, problem.clone()));
     }
     Ok((module, merger.applied))
 }
@@ -391,6 +488,37 @@ mod tests {
             parsed("unet.mid_block.attentions.0.transformer_blocks.0.attn2.processor.to_out_lora.down.weight").1,
             "mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0"
         );
+        assert_eq!(
+            parsed("text_encoder.text_model.encoder.layers.1.self_attn.to_out_lora.up.weight"),
+            (
+                Target::TextEncoder,
+                "text_model.encoder.layers.1.self_attn.out_proj".into(),
+                false
+            )
+        );
+        assert_eq!(
+            parsed("text_encoder.encoder.layers.0.self_attn.q_proj.lora_linear_layer.down.weight")
+                .1,
+            "encoder.layers.0.self_attn.q_proj"
+        );
         assert!(parse_key("conv_in.weight").is_none());
+    }
+
+    #[test]
+    fn adapter_metadata_sets_alpha_as_peft_does() {
+        let config = AdapterConfig {
+            lora_alpha: Some(1.0),
+            alpha_pattern: vec![("attn2.to_k".into(), 6.0)],
+            use_rslora: false,
+        };
+        assert_eq!(config.alpha("mid_block.attn1.to_k", 2), 1.0);
+        assert_eq!(config.alpha("mid_block.attn2.to_k", 2), 6.0);
+        assert_eq!(config.alpha("mid_block.xattn2.to_k", 2), 1.0);
+        let rslora = AdapterConfig {
+            use_rslora: true,
+            ..AdapterConfig::default()
+        };
+        // peft's default alpha 8, scaled by 1 / sqrt(rank): 8 * 2 / 4 = 8 / sqrt(4).
+        assert_eq!(rslora.alpha("to_q", 4), 16.0);
     }
 }

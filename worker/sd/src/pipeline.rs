@@ -83,27 +83,33 @@ impl<B: Backend> StableDiffusion<B> {
 
     /// Adds the placeholder tokens of a textual-inversion file to the tokenizer and
     /// their vectors to the token embedding table; returns the placeholders.
+    /// Nothing changes when the file is refused.
     pub fn load_textual_inversion(&mut self, path: &Path) -> Result<Vec<String>> {
         let embeddings = textual_inversion::read(path)?;
         let hidden = self.text_encoder.hidden_size();
-        let mut placeholders = Vec::new();
-        for embedding in embeddings {
-            let invalid = |message: String| SdError::Safetensors {
-                path: path.to_path_buf(),
-                message,
-            };
+        let invalid = |message: String| SdError::config(path, message);
+        // Checked for every embedding before any is added.
+        for embedding in &embeddings {
             if embedding.hidden != hidden {
                 return Err(invalid(format!(
                     "embedding `{}` is {} wide but the text encoder's hidden size is {hidden}",
                     embedding.token, embedding.hidden
                 )));
             }
-            let tokens = embedding.tokens();
-            if let Some(t) = tokens.iter().find(|t| self.tokenizer.token_id(t).is_some()) {
+            if let Some(t) = embedding
+                .tokens()
+                .iter()
+                .find(|t| self.tokenizer.token_id(t).is_some())
+            {
                 return Err(invalid(format!(
-                    "token `{t}` is already in the tokenizer; load each embedding once"
+                    "token `{t}` is already in the tokenizer (is this embedding loaded twice?); \
+                     load each embedding once"
                 )));
             }
+        }
+        let mut placeholders = Vec::new();
+        for embedding in embeddings {
+            let tokens = embedding.tokens();
             let rows = self.text_encoder.vocab_rows();
             let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
             let ids = self.tokenizer.add_tokens(&refs);

@@ -1,0 +1,209 @@
+//! LoRA and textual-inversion files against diffusers (`tools/make_adapter_fixtures.py`,
+//! fixtures in `tests/fixtures/adapters/`).
+//!
+//! One random rank-2 LoRA on every UNet attention projection and every text-encoder
+//! attention projection of `tiny-sd`, in four layouts (diffusers, peft with the alpha in
+//! the header's adapter metadata, kohya with `.alpha` tensors, the old diffusers
+//! attention-processor keys), is merged with `apply_lora(file, scale)` and must give
+//! diffusers' UNet and text-encoder outputs (`load_lora_weights` + `set_adapters` at the
+//! same scale) within 1e-4. Textual inversion: the token ids must be diffusers' exactly
+//! and the hidden states within 1e-4. Broken files must be refused by name, leaving the
+//! model as it was.
+
+mod common;
+
+use std::path::PathBuf;
+
+use atelier_sd::model_folder::{ModelFolder, Variant};
+use atelier_sd::pipeline::StableDiffusion;
+use atelier_sd::weights::SafetensorsFile;
+use burn::tensor::{Int, Tensor};
+use common::{assert_close, fixture, reference, Cpu};
+
+const TOLERANCE: f32 = 1e-4;
+const LAYOUTS: [&str; 4] = ["diffusers", "peft", "kohya", "diffusers-old"];
+/// to_q/to_k/to_v/to_out.0 of 32 attentions, q/k/v/out_proj of 3 text layers.
+const LORA_LAYERS: usize = 128 + 12;
+
+fn adapters(name: &str) -> PathBuf {
+    fixture("adapters").join(name)
+}
+
+fn expected() -> SafetensorsFile {
+    SafetensorsFile::open(adapters("expected.safetensors")).unwrap()
+}
+
+fn json() -> serde_json::Value {
+    atelier_sd::config::read_json(&adapters("adapters.json"), "adapter fixtures").unwrap()
+}
+
+fn load() -> StableDiffusion<Cpu> {
+    let folder = ModelFolder::open(fixture("tiny-sd"), Variant::Auto).unwrap();
+    StableDiffusion::load(&folder, &Default::default()).unwrap()
+}
+
+fn strings(value: &serde_json::Value) -> Vec<&str> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect()
+}
+
+fn ids(tensor: Tensor<Cpu, 2, Int>) -> Vec<i64> {
+    tensor
+        .into_data()
+        .convert::<i64>()
+        .into_vec::<i64>()
+        .unwrap()
+}
+
+/// The tiny-sd UNet on the reference inputs.
+fn unet_out(sd: &StableDiffusion<Cpu>) -> Tensor<Cpu, 4> {
+    let refs = reference("tiny-sd");
+    let device = Default::default();
+    let sample = refs.tensor::<Cpu, 4>("unet.sample", &device).unwrap();
+    let context = refs
+        .tensor::<Cpu, 3>("unet.encoder_hidden_states", &device)
+        .unwrap();
+    let (_, timesteps) = refs.read_f32("unet.timesteps").unwrap();
+    let timesteps: Vec<f64> = timesteps.iter().map(|&t| t as f64).collect();
+    sd.unet.forward(sample, &timesteps, &context)
+}
+
+fn error_text<T>(result: atelier_sd::error::Result<T>) -> String {
+    match result {
+        Ok(_) => panic!("the file was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn lora_layouts_match_diffusers() {
+    let json = json();
+    let lora = &json["lora"];
+    let scale = lora["scale"].as_f64().unwrap();
+    assert_ne!(scale, 1.0, "a scale of 1 would not test the scale");
+    let prompts = strings(&lora["prompts"]);
+    let expected = expected();
+    let (_, prompt_ids) = expected.read_i64("lora.input_ids").unwrap();
+    let device = Default::default();
+    for layout in LAYOUTS {
+        let info = &lora["layouts"][layout];
+        let file = adapters(info["file"].as_str().unwrap());
+        let mut sd = load();
+        let changed = sd.apply_lora(&file, scale).unwrap();
+        assert_eq!(changed, LORA_LAYERS, "{layout}: layers changed");
+        assert_eq!(ids(sd.token_ids(&prompts)), prompt_ids, "{layout}");
+
+        let alpha_over_rank = info["alpha_over_rank"].as_f64().unwrap();
+        let what = format!("{layout} LoRA (scale {scale}, alpha/rank {alpha_over_rank})");
+        assert_close(
+            &format!("{what}: text encoder"),
+            sd.encode_prompts(&prompts),
+            expected
+                .tensor::<Cpu, 3>(&format!("{layout}.text.last_hidden_state"), &device)
+                .unwrap(),
+            TOLERANCE,
+        );
+        assert_close(
+            &format!("{what}: UNet"),
+            unet_out(&sd),
+            expected
+                .tensor::<Cpu, 4>(&format!("{layout}.unet.out"), &device)
+                .unwrap(),
+            TOLERANCE,
+        );
+    }
+}
+
+#[test]
+fn textual_inversion_matches_diffusers() {
+    let json = json();
+    let ti = &json["textual_inversion"];
+    let mut sd = load();
+    let base_rows = sd.text_encoder.vocab_rows();
+    for (file, info) in strings(&ti["load_order"])
+        .into_iter()
+        .zip(ti["files"].as_array().unwrap())
+    {
+        let placeholders = sd.load_textual_inversion(&adapters(file)).unwrap();
+        assert_eq!(placeholders, [info["token"].as_str().unwrap()], "{file}");
+    }
+    for (token, id) in ti["added_token_ids"].as_object().unwrap() {
+        let id = id.as_u64().unwrap() as u32;
+        assert_eq!(sd.tokenizer.token_id(token), Some(id), "{token}");
+    }
+    assert_eq!(sd.text_encoder.vocab_rows(), base_rows + 6);
+
+    let prompts = strings(&ti["prompts"]);
+    let expected = expected();
+    let (_, expected_ids) = expected.read_i64("ti.input_ids").unwrap();
+    assert_eq!(ids(sd.token_ids(&prompts)), expected_ids);
+    assert_close(
+        "textual inversion: text encoder",
+        sd.encode_prompts(&prompts),
+        expected
+            .tensor::<Cpu, 3>("ti.last_hidden_state", &Default::default())
+            .unwrap(),
+        TOLERANCE,
+    );
+}
+
+#[test]
+fn lora_pair_that_does_not_fit_its_layer_is_refused() {
+    let mut sd = load();
+    let before = unet_out(&sd);
+    let file = adapters("bad/lora-wrong-shape.safetensors");
+    let message = error_text(sd.apply_lora(&file, 1.0));
+    for part in [
+        "lora-wrong-shape.safetensors",
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
+        "[8, 7]",
+    ] {
+        assert!(message.contains(part), "`{part}` not in: {message}");
+    }
+    assert_close("UNet after a refused LoRA", unet_out(&sd), before, 0.0);
+}
+
+#[test]
+fn lora_file_with_half_a_pair_is_refused() {
+    let mut sd = load();
+    let file = adapters("bad/lora-half-pair.safetensors");
+    let message = error_text(sd.apply_lora(&file, 1.0));
+    for part in [
+        "lora-half-pair.safetensors",
+        "down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q",
+        "half",
+    ] {
+        assert!(message.contains(part), "`{part}` not in: {message}");
+    }
+}
+
+#[test]
+fn embedding_of_the_wrong_width_is_refused() {
+    let mut sd = load();
+    let rows = sd.text_encoder.vocab_rows();
+    let file = adapters("bad/ti-wrong-width.safetensors");
+    let message = error_text(sd.load_textual_inversion(&file));
+    for part in ["ti-wrong-width.safetensors", "<narrow-style>", "12", "16"] {
+        assert!(message.contains(part), "`{part}` not in: {message}");
+    }
+    assert_eq!(sd.tokenizer.token_id("<narrow-style>"), None);
+    assert_eq!(sd.text_encoder.vocab_rows(), rows);
+}
+
+#[test]
+fn loading_an_embedding_twice_is_refused() {
+    let mut sd = load();
+    let file = adapters("ti/vangogh-style/learned_embeds.safetensors");
+    sd.load_textual_inversion(&file).unwrap();
+    let rows = sd.text_encoder.vocab_rows();
+    let message = error_text(sd.load_textual_inversion(&file));
+    for part in ["learned_embeds.safetensors", "<vangogh-style>", "already"] {
+        assert!(message.contains(part), "`{part}` not in: {message}");
+    }
+    assert_eq!(sd.text_encoder.vocab_rows(), rows);
+    assert_eq!(sd.expansions.len(), 1);
+}
