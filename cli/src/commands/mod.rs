@@ -4,8 +4,10 @@ mod bench;
 mod cancel;
 mod coordinator;
 mod experiments;
+mod generate;
 mod jobs;
 mod logs;
+mod model;
 mod priority;
 mod pull;
 mod retry;
@@ -52,6 +54,11 @@ pub enum Command {
     Pull(pull::Args),
     /// List workers and what they run
     Workers(workers::Args),
+    /// Generate an image from a prompt with a diffusers model folder
+    Generate(generate::Args),
+    /// Make a model folder with random weights, or inspect one
+    #[command(subcommand)]
+    Model(model::Model),
     /// Benchmarks
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -74,6 +81,8 @@ impl Command {
             Command::Priority(a) => a.exec(settings).await,
             Command::Pull(a) => a.exec(settings).await,
             Command::Workers(a) => a.exec(settings).await,
+            Command::Generate(a) => a.exec(settings).await,
+            Command::Model(m) => m.exec(settings).await,
             Command::Bench(b) => b.exec(settings).await,
         }
     }

@@ -10,14 +10,9 @@ use atelier_coordinator::CoordinatorConfig;
 use atelier_worker::agent::{Agent, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
+use super::percentile;
 use crate::error::{CliError, CliResult};
 use crate::settings::Settings;
-
-#[derive(clap::Subcommand, Debug)]
-pub enum Bench {
-    /// Submit, lease and complete no-op jobs; print throughput and latency
-    Dispatch(DispatchArgs),
-}
 
 #[derive(clap::Args, Debug)]
 pub struct DispatchArgs {
@@ -42,14 +37,6 @@ pub struct DispatchArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
-}
-
-impl Bench {
-    pub async fn exec(self, settings: Settings) -> CliResult {
-        match self {
-            Bench::Dispatch(a) => a.exec(settings).await,
-        }
-    }
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -83,14 +70,6 @@ fn noop_jobs(n: usize, prefix: &str) -> Vec<JobSpec> {
             sweep_point: None,
         })
         .collect()
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
 }
 
 impl DispatchArgs {
@@ -254,7 +233,7 @@ fn v1_request(name: &str, jobs: &[JobSpec]) -> atelier_proto::v1::SubmitRequest 
         jobs: jobs.to_vec(),
         source: String::new(),
     };
-    super::submit::to_request(&exp)
+    crate::commands::submit::to_request(&exp)
 }
 
 /// Creates a scratch database on the server; returns (its url, admin url, name).
