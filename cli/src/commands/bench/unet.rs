@@ -10,10 +10,9 @@
 //! times, the largest difference between the two noise predictions is printed: a
 //! slow-but-wrong or fast-but-wrong side shows up in the same table.
 //!
-//! Threads: burn's NdArray backend parallelises with rayon only when built with its
-//! `multi-threads` feature (not the case while burn is used with
-//! `default-features = false`). The threads atelier's forward actually starts are
-//! counted (Linux), and PyTorch is given as many unless `--threads` says otherwise.
+//! Threads: both sides get the same count, `--threads` or every core: rayon's pool
+//! (burn-ndarray is built with `multi-threads`) through `RAYON_NUM_THREADS`, set
+//! before the first forward starts it, and `torch.set_num_threads` for PyTorch.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -75,9 +74,8 @@ pub struct UnetArgs {
     /// only atelier's side runs
     #[arg(long, env = "ATELIER_PYTHON", value_name = "PATH")]
     pub python: Option<PathBuf>,
-    /// Threads for both sides: torch.set_num_threads, and RAYON_NUM_THREADS for burn
-    /// when it is built multi-threaded (default: PyTorch gets as many threads as
-    /// atelier's forward uses)
+    /// Threads for both sides: burn's rayon pool (RAYON_NUM_THREADS) and
+    /// torch.set_num_threads (default: every core)
     #[arg(long)]
     pub threads: Option<usize>,
     /// Seed of the random weights and inputs
@@ -153,15 +151,13 @@ impl UnetArgs {
                  tools/bench/unet_forward.py says how to make a venv with torch and diffusers."
             );
         }
-        if let Some(t) = self.threads {
-            // Read by rayon when its global pool starts (the first parallel op), so
-            // it must be set before the first forward. Only matters when burn-ndarray
-            // is built with `multi-threads`.
-            for var in ["RAYON_NUM_THREADS", "MATMUL_NUM_THREADS"] {
-                if std::env::var_os(var).is_none() {
-                    std::env::set_var(var, t.to_string());
-                }
-            }
+        let threads = self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        // Read by rayon when its global pool starts (the first parallel op), so it
+        // must be set before the first forward.
+        for var in ["RAYON_NUM_THREADS", "MATMUL_NUM_THREADS"] {
+            std::env::set_var(var, threads.to_string());
         }
         let temp;
         let root = match &self.keep {
@@ -180,7 +176,6 @@ impl UnetArgs {
         }
 
         let progress = Progress::new();
-        let mut atelier_threads: Option<usize> = None;
         let mut rows = Vec::new();
         for (label, text) in &configs {
             let dir = root.join(label);
@@ -189,7 +184,7 @@ impl UnetArgs {
                 text,
                 &dir,
                 python.as_deref().map(|p| (p, script.as_path())),
-                &mut atelier_threads,
+                threads,
                 &progress,
             )?;
             rows.push(row);
@@ -210,7 +205,7 @@ impl UnetArgs {
         config_text: &str,
         dir: &Path,
         python: Option<(&Path, &Path)>,
-        atelier_threads: &mut Option<usize>,
+        threads: usize,
         progress: &Progress,
     ) -> CliResult<Row> {
         let failure = |e: atelier_sd::SdError| CliError::failure(format!("{label}: {e}"));
@@ -269,19 +264,10 @@ impl UnetArgs {
                 i + 1,
                 if i < self.warmup { " (warm-up)" } else { "" }
             ));
-            let before = os_threads();
             let t0 = Instant::now();
             let y = unet.forward(sample.clone(), &timesteps, &context);
             Cpu::sync(&device).map_err(|e| CliError::failure(format!("{e:?}")))?;
             let elapsed = t0.elapsed();
-            if atelier_threads.is_none() {
-                // The first forward starts any thread pool burn uses.
-                let started = match (before, os_threads()) {
-                    (Some(a), Some(b)) => b.saturating_sub(a),
-                    _ => 0,
-                };
-                *atelier_threads = Some(started.max(1));
-            }
             if i >= self.warmup {
                 times.push(ms(elapsed));
             }
@@ -294,7 +280,6 @@ impl UnetArgs {
             .convert::<f32>()
             .into_vec::<f32>()
             .map_err(|e| CliError::failure(format!("{e:?}")))?;
-        let threads = atelier_threads.unwrap_or(1);
         let atelier = timing(times, threads);
 
         // 4. PyTorch's forward on the same folder and inputs
@@ -304,7 +289,7 @@ impl UnetArgs {
                 progress.step(format!(
                     "{label}: PyTorch forward x{total} (diffusers, in a subprocess)"
                 ));
-                let torch_threads = self.threads.unwrap_or(threads);
+                let torch_threads = threads;
                 let out_path = dir.join("pytorch_out.safetensors");
                 let py = run_python(
                     python,
@@ -509,15 +494,6 @@ fn timing(times_ms: Vec<f64>, threads: usize) -> Timing {
     }
 }
 
-/// The process's thread count (Linux); None elsewhere.
-fn os_threads() -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-}
-
 fn print_table(rows: &[Row]) {
     let mut t = crate::output::table(&[
         "config",
@@ -552,12 +528,7 @@ fn print_table(rows: &[Row]) {
     println!("{t}");
     let atelier_threads = rows.first().map(|r| r.atelier.threads).unwrap_or(1);
     println!(
-        "threads: atelier {atelier_threads} (burn NdArray<f32>; {}), {}",
-        if atelier_threads > 1 {
-            "threads started by its first forward"
-        } else {
-            "no thread pool started: single-threaded build of burn-ndarray"
-        },
+        "threads: atelier {atelier_threads} (burn NdArray<f32>, rayon pool), {}",
         match rows.iter().find_map(|r| r.pytorch.as_ref()) {
             Some(p) => format!(
                 "PyTorch {} (torch.get_num_threads; interop {}; torch {}, diffusers {})",
