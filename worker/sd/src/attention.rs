@@ -5,13 +5,12 @@
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, LayerNorm, Linear};
-use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
-use crate::layers::{conv2d, group_norm, layer_norm, linear};
+use crate::layers::{conv2d, gelu_exact, group_norm, layer_norm, linear};
 
 /// `Attention`: q/k/v projections, scaled dot-product attention over `heads`, and
 /// `to_out.0`. In the UNet q/k/v have no bias; in the VAE they do, and a group norm
@@ -24,8 +23,49 @@ pub struct Attention<B: Backend> {
     pub to_v: Linear<B>,
     /// diffusers' `to_out` is `[Linear, Dropout]`; only index 0 has weights.
     pub to_out: Vec<Linear<B>>,
+    /// Trainable low-rank adapters beside the frozen projections (training only;
+    /// files are merged into the weights for sampling, see `lora`).
+    pub lora: Option<AttentionLora<B>>,
     #[module(skip)]
     pub heads: usize,
+}
+
+/// A low-rank pair: x -> up(down(x)) * scale, scale = alpha / rank.
+#[derive(Module, Debug)]
+pub struct LoraAdapter<B: Backend> {
+    /// [in, rank] in burn's layout (PyTorch: `lora.down.weight` [rank, in]).
+    pub down: Linear<B>,
+    /// [rank, out] (PyTorch: `lora.up.weight` [out, rank]).
+    pub up: Linear<B>,
+    #[module(skip)]
+    pub scale: f64,
+}
+
+impl<B: Backend> LoraAdapter<B> {
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.up.forward(self.down.forward(x)) * self.scale
+    }
+}
+
+/// The adapters of one attention: on to_q, to_k, to_v and to_out.0.
+#[derive(Module, Debug)]
+pub struct AttentionLora<B: Backend> {
+    pub to_q: LoraAdapter<B>,
+    pub to_k: LoraAdapter<B>,
+    pub to_v: LoraAdapter<B>,
+    pub to_out: LoraAdapter<B>,
+}
+
+/// Applies a projection and, when present, its adapter.
+fn project<B: Backend>(
+    linear: &Linear<B>,
+    adapter: Option<&LoraAdapter<B>>,
+    x: Tensor<B, 3>,
+) -> Tensor<B, 3> {
+    match adapter {
+        Some(a) => linear.forward(x.clone()) + a.forward(x),
+        None => linear.forward(x),
+    }
 }
 
 impl<B: Backend> Attention<B> {
@@ -46,6 +86,7 @@ impl<B: Backend> Attention<B> {
             to_k: linear(context_dim, inner, qkv_bias, device),
             to_v: linear(context_dim, inner, qkv_bias, device),
             to_out: vec![linear(inner, query_dim, true, device)],
+            lora: None,
             heads,
         }
     }
@@ -54,9 +95,10 @@ impl<B: Backend> Attention<B> {
     /// -> [b, n, query_dim].
     pub fn forward(&self, x: Tensor<B, 3>, context: Option<Tensor<B, 3>>) -> Tensor<B, 3> {
         let context = context.unwrap_or_else(|| x.clone());
-        let q = self.to_q.forward(x);
-        let k = self.to_k.forward(context.clone());
-        let v = self.to_v.forward(context);
+        let lora = self.lora.as_ref();
+        let q = project(&self.to_q, lora.map(|l| &l.to_q), x);
+        let k = project(&self.to_k, lora.map(|l| &l.to_k), context.clone());
+        let v = project(&self.to_v, lora.map(|l| &l.to_v), context);
         let [b, n, inner] = q.dims();
         let m = k.dims()[1];
         let head_dim = inner / self.heads;
@@ -70,7 +112,7 @@ impl<B: Backend> Attention<B> {
         let out = attention(split(q, n), split(k, m), split(v, m), None, None, options)
             .swap_dims(1, 2)
             .reshape([b, n, inner]);
-        self.to_out[0].forward(out)
+        project(&self.to_out[0], lora.map(|l| &l.to_out), out)
     }
 
     /// The VAE mid-block attention over an image: x [b, c, h, w] -> same.
@@ -112,7 +154,7 @@ impl<B: Backend> GeGlu<B> {
             .chunk(2, 2)
             .try_into()
             .expect("chunk(2) gives two halves");
-        hidden * gelu(gate)
+        hidden * gelu_exact(gate)
     }
 }
 

@@ -5,7 +5,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
     GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d,
 };
-use burn::tensor::activation::{gelu, sigmoid, silu};
+use burn::tensor::activation::{sigmoid, silu};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::Deserialize;
@@ -45,6 +45,15 @@ pub fn layer_norm<B: Backend>(d: usize, eps: f64, device: &B::Device) -> LayerNo
     LayerNormConfig::new(d).with_epsilon(eps).init(device)
 }
 
+/// GELU with the erf, forward and backward: burn 0.21's `gelu` computes the erf
+/// form forward but differentiates the tanh approximation, which moved LoRA
+/// gradients by 5e-4 relative against PyTorch. Written with differentiable ops in
+/// the order burn's own forward uses, so sampling is unchanged.
+pub fn gelu_exact<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let erf = (x.clone() / std::f64::consts::SQRT_2).erf();
+    x * (erf + 1.0) / 2.0
+}
+
 /// The activations diffusers and transformers configs name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub enum Activation {
@@ -60,7 +69,7 @@ impl Activation {
     pub fn forward<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
             Activation::Silu => silu(x),
-            Activation::Gelu => gelu(x),
+            Activation::Gelu => gelu_exact(x),
             // CLIP's approximation: x * sigmoid(1.702 x).
             Activation::QuickGelu => x.clone() * sigmoid(x * 1.702),
         }

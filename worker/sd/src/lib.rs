@@ -24,6 +24,7 @@
 //! - [`schedulers`]: DDPM (training), DDIM, Euler, DPM++ 2M, configured as diffusers'.
 //! - [`model_folder`]: a diffusers folder: `model_index.json`, components, fp16 variants.
 //! - [`pipeline`]: text-to-image with classifier-free guidance.
+//! - [`train`]: LoRA adapters, the diffusion loss, a PyTorch-exact AdamW.
 //! - [`random_model`]: a diffusers folder with random weights, from configs.
 #![recursion_limit = "256"]
 
@@ -42,6 +43,7 @@ pub mod resnet;
 pub mod schedulers;
 pub mod textual_inversion;
 pub mod tokenizer;
+pub mod train;
 pub mod unet_2d;
 pub mod unet_2d_blocks;
 pub mod vae;

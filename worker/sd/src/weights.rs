@@ -88,6 +88,15 @@ impl SafetensorsFile {
         Ok((info.shape.clone(), values))
     }
 
+    /// A u8 tensor (images), with its shape.
+    pub fn read_u8(&self, name: &str) -> Result<(Vec<usize>, Vec<u8>)> {
+        let info = self.info(name)?;
+        match info.dtype {
+            Dtype::U8 => Ok((info.shape.clone(), self.bytes(info).to_vec())),
+            other => Err(self.unsupported(name, other)),
+        }
+    }
+
     /// A tensor of integers as i64 values, with its shape.
     pub fn read_i64(&self, name: &str) -> Result<(Vec<usize>, Vec<i64>)> {
         let info = self.info(name)?;
@@ -193,7 +202,7 @@ fn torch_name(path: &[String], container: &str) -> (String, bool) {
     (name, transposed)
 }
 
-fn transpose_2d(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose_2d(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; values.len()];
     for r in 0..rows {
         for c in 0..cols {
@@ -207,20 +216,22 @@ fn transpose_2d(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// are not part of the path: an enum stands for one diffusers module whose kind
 /// depends on the config (`proj_in` is a convolution or a linear layer).
 #[derive(Default)]
-struct PathStack {
+pub(crate) struct PathStack {
     entries: Vec<(String, String)>,
 }
 
 impl PathStack {
-    fn enter(&mut self, name: &str, container: &str) {
+    pub(crate) fn enter(&mut self, name: &str, container: &str) {
         self.entries.push((name.to_string(), container.to_string()));
     }
 
-    fn exit(&mut self) {
+    pub(crate) fn exit(&mut self) {
         self.entries.pop();
     }
 
-    fn torch_name(&self) -> (String, bool) {
+    /// The PyTorch name of the parameter being visited, and whether its layout is
+    /// transposed against PyTorch's.
+    pub(crate) fn torch_name(&self) -> (String, bool) {
         let names: Vec<String> = self
             .entries
             .iter()
@@ -367,12 +378,13 @@ pub fn load_module<B: Backend, M: Module<B>>(
     }
 }
 
-struct Collector {
+struct Collector<F: Fn(&str) -> bool> {
     stack: PathStack,
+    keep: F,
     tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
-impl<B: Backend> ModuleVisitor<B> for Collector {
+impl<B: Backend, F: Fn(&str) -> bool> ModuleVisitor<B> for Collector<F> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
         self.stack.enter(name, container_type);
     }
@@ -383,6 +395,9 @@ impl<B: Backend> ModuleVisitor<B> for Collector {
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let (name, transposed) = self.stack.torch_name();
+        if !(self.keep)(&name) {
+            return;
+        }
         let data = param.val().into_data().convert::<f32>();
         let mut shape = data.shape.to_vec();
         let mut values = data.into_vec::<f32>().expect("converted to f32");
@@ -396,8 +411,18 @@ impl<B: Backend> ModuleVisitor<B> for Collector {
 
 /// The module's parameters under their diffusers names and PyTorch layouts.
 pub fn named_tensors<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    named_tensors_where(module, |_| true)
+}
+
+/// Like [`named_tensors`], for the names `keep` accepts; other parameters are not
+/// read (nor initialised, if lazy).
+pub fn named_tensors_where<B: Backend, M: Module<B>>(
+    module: &M,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut collector = Collector {
         stack: PathStack::default(),
+        keep,
         tensors: Vec::new(),
     };
     module.visit(&mut collector);

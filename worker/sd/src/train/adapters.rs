@@ -1,0 +1,351 @@
+//! LoRA adapters on every UNet attention (attn1 and attn2 of each transformer
+//! block: to_q, to_k, to_v, to_out.0), and their names in files.
+//!
+//! In the module tree an adapter sits at `…attn1.lora.to_q.down.weight`; in
+//! diffusers' file it is `unet.…attn1.to_q.lora.down.weight` and in peft's
+//! `…attn1.to_q.lora_A.weight`. [`diffusers_key`] is the one place that maps them.
+
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::nn::{Initializer, LinearConfig};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+
+use crate::attention::{Attention, AttentionLora, LoraAdapter};
+use crate::error::{Result, SdError};
+use crate::unet_2d::UNet2DConditionModel;
+use crate::weights::{named_tensors_where, parameter_shapes, transpose_2d, PathStack};
+
+/// Rank and alpha of the adapters (scale = alpha / rank).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoraShape {
+    pub rank: usize,
+    pub alpha: f64,
+}
+
+fn adapter<B: Backend>(
+    d_in: usize,
+    d_out: usize,
+    shape: LoraShape,
+    device: &B::Device,
+) -> LoraAdapter<B> {
+    // peft's default: down ~ kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)),
+    // up = 0, so training starts from the base model's output.
+    let bound = 1.0 / (d_in as f64).sqrt();
+    LoraAdapter {
+        down: LinearConfig::new(d_in, shape.rank)
+            .with_bias(false)
+            .with_initializer(Initializer::Uniform {
+                min: -bound,
+                max: bound,
+            })
+            .init(device),
+        up: LinearConfig::new(shape.rank, d_out)
+            .with_bias(false)
+            .with_initializer(Initializer::Zeros)
+            .init(device),
+        scale: shape.alpha / shape.rank as f64,
+    }
+}
+
+fn attach<B: Backend>(attn: &mut Attention<B>, shape: LoraShape, device: &B::Device) {
+    let dims = |l: &burn::nn::Linear<B>| {
+        let s = l.weight.lazy_shape();
+        (s[0], s[1])
+    };
+    let (q_in, q_out) = dims(&attn.to_q);
+    let (k_in, k_out) = dims(&attn.to_k);
+    let (v_in, v_out) = dims(&attn.to_v);
+    let (o_in, o_out) = dims(&attn.to_out[0]);
+    attn.lora = Some(AttentionLora {
+        to_q: adapter(q_in, q_out, shape, device),
+        to_k: adapter(k_in, k_out, shape, device),
+        to_v: adapter(v_in, v_out, shape, device),
+        to_out: adapter(o_in, o_out, shape, device),
+    });
+}
+
+/// Every attention of the UNet's transformer blocks.
+pub fn unet_attentions_mut<B: Backend>(
+    unet: &mut UNet2DConditionModel<B>,
+) -> Vec<&mut Attention<B>> {
+    let mut out = Vec::new();
+    let transformers = unet
+        .down_blocks
+        .iter_mut()
+        .flat_map(|b| b.attentions.iter_mut())
+        .chain(unet.mid_block.attentions.iter_mut())
+        .chain(
+            unet.up_blocks
+                .iter_mut()
+                .flat_map(|b| b.attentions.iter_mut()),
+        );
+    for transformer in transformers {
+        for block in transformer.transformer_blocks.iter_mut() {
+            out.push(&mut block.attn1);
+            out.push(&mut block.attn2);
+        }
+    }
+    out
+}
+
+/// Freezes the UNet and adds fresh adapters (peft's initialisation) to every
+/// attention; returns the number of adapted linear layers.
+pub fn add_unet_lora<B: Backend>(
+    unet: UNet2DConditionModel<B>,
+    shape: LoraShape,
+    device: &B::Device,
+) -> (UNet2DConditionModel<B>, usize) {
+    attach_unet_lora(unet.no_grad(), shape, device)
+}
+
+/// Adds fresh adapters to every attention without touching the other parameters
+/// (freezing materialises every lazily-initialised weight).
+pub fn attach_unet_lora<B: Backend>(
+    mut unet: UNet2DConditionModel<B>,
+    shape: LoraShape,
+    device: &B::Device,
+) -> (UNet2DConditionModel<B>, usize) {
+    let attentions = unet_attentions_mut(&mut unet);
+    let layers = attentions.len() * 4;
+    for attn in attentions {
+        attach(attn, shape, device);
+    }
+    (unet, layers)
+}
+
+/// `…attn1.lora.to_q.down.weight` (module path) -> `…attn1.to_q.lora.down.weight`
+/// (diffusers' name without the `unet.` prefix); None for non-adapter names.
+pub fn diffusers_key(path: &str) -> Option<String> {
+    let (attn, rest) = path.split_once(".lora.")?;
+    let (proj, matrix) = rest.split_once('.')?;
+    let proj = if proj == "to_out" { "to_out.0" } else { proj };
+    Some(format!("{attn}.{proj}.lora.{matrix}"))
+}
+
+/// diffusers' `lora.down.weight`/`lora.up.weight` or peft's `lora_A.weight`/
+/// `lora_B.weight` name -> the module path of the adapter matrix.
+fn module_path(key: &str) -> Option<String> {
+    let key = key.strip_prefix("unet.").unwrap_or(key);
+    let (proj_path, matrix) = if let Some(p) = key.strip_suffix(".lora.down.weight") {
+        (p, "down")
+    } else if let Some(p) = key.strip_suffix(".lora.up.weight") {
+        (p, "up")
+    } else if let Some(p) = key.strip_suffix(".lora_A.weight") {
+        (p, "down")
+    } else if let Some(p) = key.strip_suffix(".lora_B.weight") {
+        (p, "up")
+    } else {
+        return None;
+    };
+    let proj_path = proj_path
+        .strip_suffix(".to_out.0")
+        .map_or_else(|| proj_path.to_string(), |attn| format!("{attn}.to_out"));
+    let (attn, proj) = proj_path.rsplit_once('.')?;
+    Some(format!("{attn}.lora.{proj}.{matrix}.weight"))
+}
+
+/// The adapters as (diffusers name with `unet.` prefix, PyTorch shape, values).
+pub fn adapter_tensors<B: Backend>(
+    unet: &UNet2DConditionModel<B>,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    named_tensors_where(unet, |name| diffusers_key(name).is_some())
+        .into_iter()
+        .filter_map(|(path, shape, values)| {
+            diffusers_key(&path).map(|key| (format!("unet.{key}"), shape, values))
+        })
+        .collect()
+}
+
+/// Writes the adapters as diffusers' `pytorch_lora_weights.safetensors`
+/// (`unet.<path>.lora.down.weight` [rank, in], `…lora.up.weight` [out, rank], f32),
+/// with `metadata` beside safetensors' `format: pt`.
+pub fn save_diffusers_lora<B: Backend>(
+    unet: &UNet2DConditionModel<B>,
+    path: &std::path::Path,
+    metadata: &[(&str, String)],
+) -> Result<usize> {
+    let tensors = adapter_tensors(unet);
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, values)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), data)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                    .expect("sizes agree by construction");
+            (name.clone(), view)
+        })
+        .collect::<Vec<_>>();
+    let mut info: HashMap<String, String> = HashMap::from([("format".into(), "pt".into())]);
+    for (key, value) in metadata {
+        info.insert((*key).to_string(), value.clone());
+    }
+    safetensors::serialize_to_file(views, Some(info), path).map_err(|e| SdError::Safetensors {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(tensors.len())
+}
+
+struct GradCollector<'a, B: AutodiffBackend> {
+    stack: PathStack,
+    grads: &'a B::Gradients,
+    out: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradCollector<'_, B> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.exit();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let (name, transposed) = self.stack.torch_name();
+        let Some(key) = diffusers_key(&name) else {
+            return;
+        };
+        let Some(grad) = param.val().grad(self.grads) else {
+            return;
+        };
+        let data = grad.into_data().convert::<f32>();
+        let mut shape = data.shape.to_vec();
+        let mut values = data.into_vec::<f32>().expect("converted to f32");
+        if transposed && shape.len() == 2 {
+            values = transpose_2d(&values, shape[0], shape[1]);
+            shape.swap(0, 1);
+        }
+        self.out.push((format!("unet.{key}"), shape, values));
+    }
+}
+
+/// The adapters' gradients, named and laid out as [`adapter_tensors`].
+pub fn adapter_grads<B: AutodiffBackend>(
+    unet: &UNet2DConditionModel<B>,
+    grads: &B::Gradients,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut collector = GradCollector::<B> {
+        stack: PathStack::default(),
+        grads,
+        out: Vec::new(),
+    };
+    unet.visit(&mut collector);
+    collector.out
+}
+
+struct Setter<'a> {
+    stack: PathStack,
+    values: &'a HashMap<String, (Vec<usize>, Vec<f32>)>,
+    set: usize,
+    problems: Vec<String>,
+}
+
+impl<B: Backend> ModuleMapper<B> for Setter<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.exit();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (name, transposed) = self.stack.torch_name();
+        let Some((shape, values)) = self.values.get(&name) else {
+            return param;
+        };
+        let mut expected = param.lazy_shape().to_vec();
+        if transposed {
+            expected.swap(0, 1);
+        }
+        if *shape != expected {
+            self.problems.push(format!(
+                "adapter `{name}` has shape {shape:?}, expected {expected:?}"
+            ));
+            return param;
+        }
+        let (values, shape) = if transposed {
+            (
+                transpose_2d(values, shape[0], shape[1]),
+                vec![shape[1], shape[0]],
+            )
+        } else {
+            (values.clone(), shape.clone())
+        };
+        self.set += 1;
+        let device = param.lazy_device();
+        let require_grad = param.val().is_require_grad();
+        let tensor = Tensor::<B, D>::from_data(TensorData::new(values, shape), &device);
+        let tensor = if require_grad {
+            tensor.require_grad()
+        } else {
+            tensor
+        };
+        Param::initialized(param.id, tensor)
+    }
+}
+
+/// Sets adapter weights from diffusers- or peft-named tensors (PyTorch layout);
+/// every adapter must be given, and every tensor must land.
+pub fn set_adapter_tensors<B: Backend>(
+    unet: UNet2DConditionModel<B>,
+    tensors: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+) -> Result<UNet2DConditionModel<B>> {
+    let mut by_path = HashMap::new();
+    for (key, value) in tensors {
+        let path = module_path(key)
+            .ok_or_else(|| SdError::Invalid(format!("`{key}` is not a LoRA adapter name")))?;
+        by_path.insert(path, value.clone());
+    }
+    let expected = parameter_shapes(&unet)
+        .iter()
+        .filter(|(p, _)| diffusers_key(p).is_some())
+        .count();
+    let mut setter = Setter {
+        stack: PathStack::default(),
+        values: &by_path,
+        set: 0,
+        problems: Vec::new(),
+    };
+    let unet = unet.map(&mut setter);
+    if !setter.problems.is_empty() {
+        return Err(SdError::Invalid(setter.problems.join("; ")));
+    }
+    if setter.set != by_path.len() || setter.set != expected {
+        return Err(SdError::Invalid(format!(
+            "{} adapter tensors given, {} matched, the model has {expected}",
+            by_path.len(),
+            setter.set
+        )));
+    }
+    Ok(unet)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let path = "up_blocks.1.attentions.2.transformer_blocks.0.attn2.lora.to_out.down.weight";
+        let key = diffusers_key(path).unwrap();
+        assert_eq!(
+            key,
+            "up_blocks.1.attentions.2.transformer_blocks.0.attn2.to_out.0.lora.down.weight"
+        );
+        assert_eq!(module_path(&format!("unet.{key}")).unwrap(), path);
+        assert_eq!(
+            module_path("mid_block.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight")
+                .unwrap(),
+            "mid_block.attentions.0.transformer_blocks.0.attn1.lora.to_q.up.weight"
+        );
+        assert!(diffusers_key("conv_in.weight").is_none());
+    }
+}

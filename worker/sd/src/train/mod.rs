@@ -1,0 +1,15 @@
+//! Training: LoRA adapters on the UNet's attention projections, textual-inversion
+//! rows, the diffusion loss, and an AdamW that matches `torch.optim.AdamW` step for
+//! step (burn's differs in defaults and clips each tensor on its own instead of the
+//! global norm `clip_grad_norm_` uses).
+//!
+//! # Layout
+//! - [`adapters`]: attaching LoRA adapters, and reading/writing them under
+//!   diffusers' and peft's names.
+//! - [`adamw`]: AdamW with a global gradient-norm clip, over a module's trainable
+//!   parameters.
+//! - [`step`]: one training step's loss, with every random draw passed in.
+
+pub mod adamw;
+pub mod adapters;
+pub mod step;
