@@ -4,6 +4,7 @@
 mod commands;
 mod error;
 mod output;
+mod plot;
 mod refs;
 mod settings;
 

@@ -13,6 +13,7 @@ mod pull;
 mod retry;
 mod show;
 mod submit;
+mod train;
 mod up;
 mod watch;
 mod worker;
@@ -56,6 +57,8 @@ pub enum Command {
     Workers(workers::Args),
     /// Generate an image from a prompt with a diffusers model folder
     Generate(generate::Args),
+    /// Fine-tune a model folder on a folder of images: LoRA, DreamBooth-LoRA or textual inversion
+    Train(train::Args),
     /// Make a model folder with random weights, or inspect one
     #[command(subcommand)]
     Model(model::Model),
@@ -82,6 +85,7 @@ impl Command {
             Command::Pull(a) => a.exec(settings).await,
             Command::Workers(a) => a.exec(settings).await,
             Command::Generate(a) => a.exec(settings).await,
+            Command::Train(a) => a.exec(settings).await,
             Command::Model(m) => m.exec(settings).await,
             Command::Bench(b) => b.exec(settings).await,
         }

@@ -494,6 +494,48 @@ impl<B: Backend, W: std::io::Write> ModuleVisitor<B> for StreamWriter<W> {
     }
 }
 
+/// Writes f32 tensors (in the order given) with `metadata`, byte for byte the same
+/// for the same input: the header's maps are sorted, unlike the safetensors crate's
+/// `HashMap` metadata. Names must be unique.
+pub fn write_f32_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: &[(&str, String)],
+) -> Result<()> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        let meta: serde_json::Map<String, serde_json::Value> = metadata
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), serde_json::Value::String(v.clone())))
+            .collect();
+        header.insert("__metadata__".into(), serde_json::Value::Object(meta));
+    }
+    let mut offset = 0usize;
+    for (name, shape, values) in tensors {
+        let len = values.len() * 4;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len]}),
+        );
+        offset += len;
+    }
+    let mut header = serde_json::to_vec(&header).expect("a JSON map serialises");
+    while !header.len().is_multiple_of(8) {
+        header.push(b' ');
+    }
+    let io = |e| SdError::io(path, e);
+    let mut out = std::io::BufWriter::new(File::create(path).map_err(io)?);
+    use std::io::Write;
+    out.write_all(&(header.len() as u64).to_le_bytes())
+        .map_err(io)?;
+    out.write_all(&header).map_err(io)?;
+    for (_, _, values) in tensors {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        out.write_all(&bytes).map_err(io)?;
+    }
+    out.flush().map_err(io)
+}
+
 /// Parameter names (diffusers') and shapes (PyTorch layout), without materialising
 /// lazily-initialised parameters.
 pub fn parameter_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>)> {

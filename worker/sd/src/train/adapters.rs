@@ -7,15 +7,18 @@
 
 use std::collections::HashMap;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::nn::{Initializer, LinearConfig};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
+use rand::Rng;
 
 use crate::attention::{Attention, AttentionLora, LoraAdapter};
 use crate::error::{Result, SdError};
 use crate::unet_2d::UNet2DConditionModel;
-use crate::weights::{named_tensors_where, parameter_shapes, transpose_2d, PathStack};
+use crate::weights::{
+    named_tensors_where, parameter_shapes, transpose_2d, write_f32_safetensors, PathStack,
+};
 
 /// Rank and alpha of the adapters (scale = alpha / rank).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -28,19 +31,26 @@ fn adapter<B: Backend>(
     d_in: usize,
     d_out: usize,
     shape: LoraShape,
+    rng: &mut impl Rng,
     device: &B::Device,
 ) -> LoraAdapter<B> {
     // peft's default: down ~ kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)),
-    // up = 0, so training starts from the base model's output.
-    let bound = 1.0 / (d_in as f64).sqrt();
+    // up = 0, so training starts from the base model's output. Drawn from the run's
+    // own generator: burn's is global, shared by every thread.
+    let bound = 1.0 / (d_in as f32).sqrt();
+    let values: Vec<f32> = (0..d_in * shape.rank)
+        .map(|_| rng.gen_range(-bound..bound))
+        .collect();
+    let mut down = LinearConfig::new(d_in, shape.rank)
+        .with_bias(false)
+        .with_initializer(Initializer::Zeros)
+        .init(device);
+    down.weight = Param::initialized(
+        ParamId::new(),
+        Tensor::from_data(TensorData::new(values, [d_in, shape.rank]), device).require_grad(),
+    );
     LoraAdapter {
-        down: LinearConfig::new(d_in, shape.rank)
-            .with_bias(false)
-            .with_initializer(Initializer::Uniform {
-                min: -bound,
-                max: bound,
-            })
-            .init(device),
+        down,
         up: LinearConfig::new(shape.rank, d_out)
             .with_bias(false)
             .with_initializer(Initializer::Zeros)
@@ -49,7 +59,12 @@ fn adapter<B: Backend>(
     }
 }
 
-fn attach<B: Backend>(attn: &mut Attention<B>, shape: LoraShape, device: &B::Device) {
+fn attach<B: Backend>(
+    attn: &mut Attention<B>,
+    shape: LoraShape,
+    rng: &mut impl Rng,
+    device: &B::Device,
+) {
     let dims = |l: &burn::nn::Linear<B>| {
         let s = l.weight.lazy_shape();
         (s[0], s[1])
@@ -59,10 +74,10 @@ fn attach<B: Backend>(attn: &mut Attention<B>, shape: LoraShape, device: &B::Dev
     let (v_in, v_out) = dims(&attn.to_v);
     let (o_in, o_out) = dims(&attn.to_out[0]);
     attn.lora = Some(AttentionLora {
-        to_q: adapter(q_in, q_out, shape, device),
-        to_k: adapter(k_in, k_out, shape, device),
-        to_v: adapter(v_in, v_out, shape, device),
-        to_out: adapter(o_in, o_out, shape, device),
+        to_q: adapter(q_in, q_out, shape, rng, device),
+        to_k: adapter(k_in, k_out, shape, rng, device),
+        to_v: adapter(v_in, v_out, shape, rng, device),
+        to_out: adapter(o_in, o_out, shape, rng, device),
     });
 }
 
@@ -95,9 +110,10 @@ pub fn unet_attentions_mut<B: Backend>(
 pub fn add_unet_lora<B: Backend>(
     unet: UNet2DConditionModel<B>,
     shape: LoraShape,
+    rng: &mut impl Rng,
     device: &B::Device,
 ) -> (UNet2DConditionModel<B>, usize) {
-    attach_unet_lora(unet.no_grad(), shape, device)
+    attach_unet_lora(unet.no_grad(), shape, rng, device)
 }
 
 /// Adds fresh adapters to every attention without touching the other parameters
@@ -105,12 +121,13 @@ pub fn add_unet_lora<B: Backend>(
 pub fn attach_unet_lora<B: Backend>(
     mut unet: UNet2DConditionModel<B>,
     shape: LoraShape,
+    rng: &mut impl Rng,
     device: &B::Device,
 ) -> (UNet2DConditionModel<B>, usize) {
     let attentions = unet_attentions_mut(&mut unet);
     let layers = attentions.len() * 4;
     for attn in attentions {
-        attach(attn, shape, device);
+        attach(attn, shape, rng, device);
     }
     (unet, layers)
 }
@@ -167,28 +184,9 @@ pub fn save_diffusers_lora<B: Backend>(
     metadata: &[(&str, String)],
 ) -> Result<usize> {
     let tensors = adapter_tensors(unet);
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, values)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let views = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((name, shape, _), data)| {
-            let view =
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                    .expect("sizes agree by construction");
-            (name.clone(), view)
-        })
-        .collect::<Vec<_>>();
-    let mut info: HashMap<String, String> = HashMap::from([("format".into(), "pt".into())]);
-    for (key, value) in metadata {
-        info.insert((*key).to_string(), value.clone());
-    }
-    safetensors::serialize_to_file(views, Some(info), path).map_err(|e| SdError::Safetensors {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let mut info = vec![("format", "pt".to_string())];
+    info.extend(metadata.iter().cloned());
+    write_f32_safetensors(path, &tensors, &info)?;
     Ok(tensors.len())
 }
 
