@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use atelier_sd::backend::BackendKind;
 use atelier_sd::train::config::{Method, TrainConfig};
-use atelier_sd::train::trainer::{train, StepReport, TrainOutcome};
+use atelier_sd::train::trainer::{train_from, StepReport, TrainOutcome};
 use atelier_sd::SdError;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -96,6 +96,10 @@ pub struct Args {
     /// Also write the outputs every N steps into OUTDIR/checkpoint-N/
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<usize>,
+    /// Continue a stopped run from one of its checkpoint folders (same settings);
+    /// the result equals the uninterrupted run's
+    #[arg(long, value_name = "OUTDIR/checkpoint-N")]
+    pub resume: Option<PathBuf>,
     /// Flip half of the images left-right
     #[arg(long)]
     pub random_flip: bool,
@@ -119,6 +123,7 @@ struct Run {
     model: PathBuf,
     trainset: PathBuf,
     output: PathBuf,
+    resume: Option<PathBuf>,
     backend: BackendKind,
     config: TrainConfig,
 }
@@ -292,10 +297,19 @@ impl Args {
                 output.display()
             )));
         }
+        if let Some(resume) = &self.resume {
+            if !resume.join("state.json").is_file() {
+                return Err(CliError::invalid(format!(
+                    "`{}` is not a checkpoint folder (no state.json)",
+                    resume.display()
+                )));
+            }
+        }
         Ok(Run {
             model,
             trainset,
             output,
+            resume: self.resume.clone(),
             backend,
             config,
         })
@@ -351,11 +365,12 @@ fn run_on<B: AutodiffBackend>(run: &Run, device: B::Device, json: bool) -> CliRe
     let config = &run.config;
     let started = Instant::now();
     let mut progress = Progress::new(config, json);
-    let outcome = train::<B>(
+    let outcome = train_from::<B>(
         &run.model,
         &run.trainset,
         config,
         &run.output,
+        run.resume.as_deref(),
         &device,
         |report| progress.step(report),
     );

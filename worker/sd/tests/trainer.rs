@@ -152,3 +152,71 @@ fn bad_input_stops_before_the_first_step() {
         "{message}"
     );
 }
+
+/// A run stopped after step 4 and resumed from its step-3 checkpoint ends with the
+/// same file, byte for byte, as the run that was never stopped.
+fn resume_equals_uninterrupted(method: Method, file: &str) {
+    use atelier_sd::train::trainer::train_from;
+    let mut cfg = config(method);
+    cfg.steps = 6;
+    cfg.checkpoint_every = Some(3);
+    let whole = tempfile::tempdir().unwrap();
+    run(&cfg, whole.path()).unwrap();
+
+    let stopped = tempfile::tempdir().unwrap();
+    let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        train::<Train>(
+            &fixture("tiny-sd"),
+            &demo(),
+            &cfg,
+            stopped.path(),
+            &Default::default(),
+            |r| assert!(r.step < 4, "stopped at step {}", r.step),
+        )
+    }));
+    assert!(killed.is_err(), "the run was stopped mid-way");
+    let checkpoint = stopped.path().join("checkpoint-3");
+    assert!(checkpoint.join("optimizer.safetensors").is_file());
+    let mut resumed_steps = Vec::new();
+    train_from::<Train>(
+        &fixture("tiny-sd"),
+        &demo(),
+        &cfg,
+        stopped.path(),
+        Some(&checkpoint),
+        &Default::default(),
+        |r| resumed_steps.push(r.step),
+    )
+    .unwrap();
+    assert_eq!(resumed_steps, vec![4, 5, 6]);
+    let mut other = cfg.clone();
+    other.lr *= 2.0;
+    let refused = train_from::<Train>(
+        &fixture("tiny-sd"),
+        &demo(),
+        &other,
+        stopped.path(),
+        Some(&checkpoint),
+        &Default::default(),
+        |_| panic!("no step may run"),
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains("made with other settings"), "{refused}");
+    for name in [file, "training.json"] {
+        let same = std::fs::read(whole.path().join(name)).unwrap()
+            == std::fs::read(stopped.path().join(name)).unwrap();
+        assert!(same, "{method}: {name} differs after resuming");
+    }
+}
+
+#[test]
+fn lora_resume_is_bit_exact() {
+    resume_equals_uninterrupted(Method::Lora, "pytorch_lora_weights.safetensors");
+}
+
+#[test]
+fn textual_inversion_resume_is_bit_exact() {
+    resume_equals_uninterrupted(Method::Ti, "learned_embeds.safetensors");
+}

@@ -9,12 +9,14 @@
 //! - [`adamw`]: AdamW with a global gradient-norm clip, over a module's trainable
 //!   parameters.
 //! - [`step`]: one training step's loss, with every random draw passed in.
+//! - [`checkpoint`]: optimizer moments and run state, for a bit-exact resume.
 //! - [`config`]: a run's method, token and hyper-parameters.
 //! - [`data`]: trainset folders, crops and normalisation.
 //! - [`trainer`]: a whole run, writing diffusers-loadable files.
 
 pub mod adamw;
 pub mod adapters;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod step;

@@ -23,11 +23,12 @@ use crate::pipeline::{gaussian, GenerateOptions, StableDiffusion};
 use crate::schedulers::{Ddpm, SchedulerKind};
 use crate::tokenizer::ClipTokenizer;
 use crate::train::adamw::{AdamW, AdamWConfig};
-use crate::train::adapters::{add_unet_lora, save_diffusers_lora, LoraShape};
+use crate::train::adapters::{add_unet_lora, save_diffusers_lora, set_adapter_tensors, LoraShape};
+use crate::train::checkpoint;
 use crate::train::config::{Method, TrainConfig, STYLE_TEMPLATES};
 use crate::train::data::{batch, load_pixels, Trainset};
 use crate::train::step::{diffusion_loss, encode_latents};
-use crate::weights::write_f32_safetensors;
+use crate::weights::{write_f32_safetensors, SafetensorsFile};
 
 /// What the caller hears after each step.
 #[derive(Debug, Clone)]
@@ -54,6 +55,21 @@ pub fn train<B: AutodiffBackend>(
     trainset: &Path,
     config: &TrainConfig,
     out: &Path,
+    device: &B::Device,
+    on_step: impl FnMut(&StepReport),
+) -> Result<TrainOutcome> {
+    train_from::<B>(model, trainset, config, out, None, device, on_step)
+}
+
+/// Like [`train`], continuing from a checkpoint folder (`out/checkpoint-N`) of a
+/// run with the same config: the result equals the uninterrupted run's, bit for
+/// bit on the same backend.
+pub fn train_from<B: AutodiffBackend>(
+    model: &Path,
+    trainset: &Path,
+    config: &TrainConfig,
+    out: &Path,
+    resume: Option<&Path>,
     device: &B::Device,
     mut on_step: impl FnMut(&StepReport),
 ) -> Result<TrainOutcome> {
@@ -130,8 +146,58 @@ pub fn train<B: AutodiffBackend>(
     let latent_channels = folder.unet_config()?.in_channels;
     let mut order: Vec<usize> = Vec::new();
     let mut losses = Vec::with_capacity(steps);
+    let mut first = 1;
+    if let Some(dir) = resume {
+        let state = checkpoint::read_state(dir)?;
+        let refuse = |message: String| {
+            SdError::Invalid(format!("checkpoint `{}`: {message}", dir.display()))
+        };
+        let mut saved = state.config.clone();
+        saved.checkpoint_every = config.checkpoint_every;
+        if saved != *config {
+            return Err(refuse(format!(
+                "made with other settings: {}",
+                serde_json::to_string(&state.config).expect("serialisable")
+            )));
+        }
+        if state.rng_seed != config.seed {
+            return Err(refuse(format!(
+                "made with seed {}, this run has seed {}",
+                state.rng_seed, config.seed
+            )));
+        }
+        if state.step >= steps {
+            return Err(refuse(format!("already at step {} of {steps}", state.step)));
+        }
+        match &ti {
+            None => {
+                let file = SafetensorsFile::open(dir.join("pytorch_lora_weights.safetensors"))?;
+                let names: Vec<String> = file.names().map(str::to_string).collect();
+                let mut tensors = std::collections::HashMap::new();
+                for name in names {
+                    tensors.insert(name.clone(), file.read_f32(&name)?);
+                }
+                unet = set_adapter_tensors(unet, &tensors)?;
+                checkpoint::load_optimizer(dir, &unet, &mut optimizer, &state, device)?;
+            }
+            Some(ti_state) => {
+                let file = SafetensorsFile::open(dir.join("learned_embeds.safetensors"))?;
+                let (_, values) = file.read_f32(&config.token)?;
+                text = ti_state.set_learned(text, values);
+                checkpoint::load_optimizer(dir, &text, &mut optimizer, &state, device)?;
+            }
+        }
+        let word_pos: u128 = state
+            .rng_word_pos
+            .parse()
+            .map_err(|_| refuse(format!("bad `rng_word_pos` {:?}", state.rng_word_pos)))?;
+        rng.set_word_pos(word_pos);
+        order = state.order;
+        losses = state.losses;
+        first = state.step + 1;
+    }
     let started = Instant::now();
-    for step in 1..=steps {
+    for step in first..=steps {
         // 1. the batch: examples in a shuffled order, epoch after epoch
         let mut pixels = Vec::with_capacity(config.batch * 2);
         let mut captions = Vec::with_capacity(config.batch * 2);
@@ -212,6 +278,19 @@ pub fn train<B: AutodiffBackend>(
             let dir = out.join(format!("checkpoint-{step}"));
             std::fs::create_dir_all(&dir).map_err(|e| SdError::io(&dir, e))?;
             write_outputs(config, &unet, &text, ti.as_ref(), &dir, &losses)?;
+            let state = checkpoint::TrainerState {
+                step,
+                optimizer_steps: optimizer.steps,
+                rng_seed: config.seed,
+                rng_word_pos: rng.get_word_pos().to_string(),
+                order: order.clone(),
+                losses: losses.clone(),
+                config: config.clone(),
+            };
+            match &ti {
+                None => checkpoint::save(&dir, &unet, &optimizer, &state)?,
+                Some(_) => checkpoint::save(&dir, &text, &optimizer, &state)?,
+            }
         }
     }
 
@@ -321,6 +400,28 @@ impl<B: AutodiffBackend> TiState<B> {
         );
         let id = embedding.weight.id;
         embedding.weight = Param::initialized(id, Tensor::from_inner(restored).require_grad());
+        text
+    }
+
+    /// Sets the learned rows (row-major [n, hidden]) after the original ones.
+    fn set_learned(&self, mut text: ClipTextModel<B>, values: Vec<f32>) -> ClipTextModel<B> {
+        let embedding = &mut text.text_model.embeddings.token_embedding;
+        let [_, hidden] = self.original.dims();
+        let rows = values.len() / hidden;
+        let device = self.original.device();
+        let learned = Tensor::<B::InnerBackend, 2>::from_data(
+            TensorData::new(values, [rows, hidden]),
+            &device,
+        );
+        let table = Tensor::cat(
+            vec![
+                self.original.clone().narrow(0, 0, self.placeholder),
+                learned,
+            ],
+            0,
+        );
+        let id = embedding.weight.id;
+        embedding.weight = Param::initialized(id, Tensor::from_inner(table).require_grad());
         text
     }
 
