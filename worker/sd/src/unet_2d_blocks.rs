@@ -12,6 +12,28 @@ use burn::tensor::Tensor;
 use crate::attention::{vae_attention, Attention, Transformer2DModel, TransformerSpec};
 use crate::resnet::{Downsample2D, ResnetBlock2D, ResnetSpec, Upsample2D};
 
+/// `spec.layers` resnets, each feeding the next: `in_channels` into the first,
+/// `out_channels` after it (down blocks and the VAE decoder's up blocks).
+fn chained_resnets<B: Backend>(spec: &BlockSpec, device: &B::Device) -> Vec<ResnetBlock2D<B>> {
+    (0..spec.layers)
+        .map(|i| {
+            let in_channels = if i == 0 {
+                spec.in_channels
+            } else {
+                spec.out_channels
+            };
+            ResnetBlock2D::new(
+                ResnetSpec {
+                    in_channels,
+                    out_channels: spec.out_channels,
+                    ..spec.resnet
+                },
+                device,
+            )
+        })
+        .collect()
+}
+
 /// `CrossAttnDownBlock2D`, `DownBlock2D` and the VAE's `DownEncoderBlock2D`.
 #[derive(Module, Debug)]
 pub struct DownBlock2D<B: Backend> {
@@ -38,23 +60,7 @@ pub struct BlockSpec {
 
 impl<B: Backend> DownBlock2D<B> {
     pub fn new(spec: BlockSpec, device: &B::Device) -> Self {
-        let resnets = (0..spec.layers)
-            .map(|i| {
-                let in_channels = if i == 0 {
-                    spec.in_channels
-                } else {
-                    spec.out_channels
-                };
-                ResnetBlock2D::new(
-                    ResnetSpec {
-                        in_channels,
-                        out_channels: spec.out_channels,
-                        ..spec.resnet
-                    },
-                    device,
-                )
-            })
-            .collect();
+        let resnets = chained_resnets(&spec, device);
         let attentions = match spec.transformer {
             Some(t) => (0..spec.layers)
                 .map(|_| Transformer2DModel::new(t, device))
@@ -251,23 +257,7 @@ pub struct UpDecoderBlock2D<B: Backend> {
 
 impl<B: Backend> UpDecoderBlock2D<B> {
     pub fn new(spec: BlockSpec, device: &B::Device) -> Self {
-        let resnets = (0..spec.layers)
-            .map(|i| {
-                let in_channels = if i == 0 {
-                    spec.in_channels
-                } else {
-                    spec.out_channels
-                };
-                ResnetBlock2D::new(
-                    ResnetSpec {
-                        in_channels,
-                        out_channels: spec.out_channels,
-                        ..spec.resnet
-                    },
-                    device,
-                )
-            })
-            .collect();
+        let resnets = chained_resnets(&spec, device);
         let upsamplers = if spec.resample {
             vec![Upsample2D::new(spec.out_channels, device)]
         } else {

@@ -202,6 +202,22 @@ fn torch_name(path: &[String], container: &str) -> (String, bool) {
     (name, transposed)
 }
 
+/// A tensor's values and shape in PyTorch's layout (`transposed`: a burn Linear
+/// weight, stored [in, out]).
+pub(crate) fn torch_values<B: Backend, const D: usize>(
+    tensor: Tensor<B, D>,
+    transposed: bool,
+) -> (Vec<usize>, Vec<f32>) {
+    let data = tensor.into_data().convert::<f32>();
+    let mut shape = data.shape.to_vec();
+    let mut values = data.into_vec::<f32>().expect("converted to f32");
+    if transposed && shape.len() == 2 {
+        values = transpose_2d(&values, shape[0], shape[1]);
+        shape.swap(0, 1);
+    }
+    (shape, values)
+}
+
 pub(crate) fn transpose_2d(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; values.len()];
     for r in 0..rows {
@@ -398,13 +414,7 @@ impl<B: Backend, F: Fn(&str) -> bool> ModuleVisitor<B> for Collector<F> {
         if !(self.keep)(&name) {
             return;
         }
-        let data = param.val().into_data().convert::<f32>();
-        let mut shape = data.shape.to_vec();
-        let mut values = data.into_vec::<f32>().expect("converted to f32");
-        if transposed && shape.len() == 2 {
-            values = transpose_2d(&values, shape[0], shape[1]);
-            shape.swap(0, 1);
-        }
+        let (shape, values) = torch_values(param.val(), transposed);
         self.tensors.push((name, shape, values));
     }
 }
@@ -474,12 +484,7 @@ impl<B: Backend, W: std::io::Write> ModuleVisitor<B> for StreamWriter<W> {
             return;
         }
         let (_, transposed) = self.stack.torch_name();
-        let data = param.val().into_data().convert::<f32>();
-        let shape = data.shape.to_vec();
-        let mut values = data.into_vec::<f32>().expect("converted to f32");
-        if transposed && shape.len() == 2 {
-            values = transpose_2d(&values, shape[0], shape[1]);
-        }
+        let (_, values) = torch_values(param.val(), transposed);
         let bytes: Vec<u8> = if self.half {
             values
                 .iter()
@@ -502,6 +507,31 @@ pub fn write_f32_safetensors(
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     metadata: &[(&str, String)],
 ) -> Result<()> {
+    let entries: Vec<(String, Vec<usize>)> = tensors
+        .iter()
+        .map(|(name, shape, _)| (name.clone(), shape.clone()))
+        .collect();
+    let io = |e| SdError::io(path, e);
+    let mut out = create_with_header(path, &entries, false, metadata)?;
+    use std::io::Write;
+    for (_, _, values) in tensors {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        out.write_all(&bytes).map_err(io)?;
+    }
+    out.flush().map_err(io)
+}
+
+/// Creates `path` and writes a safetensors header for `entries` (f32, or f16 when
+/// `half`), their data to follow in that order. The header's maps are sorted, so
+/// the same input gives the same bytes; the data section starts 8-byte aligned, as
+/// the safetensors writer pads it.
+fn create_with_header(
+    path: &Path,
+    entries: &[(String, Vec<usize>)],
+    half: bool,
+    metadata: &[(&str, String)],
+) -> Result<std::io::BufWriter<File>> {
+    let (element, dtype) = if half { (2, "F16") } else { (4, "F32") };
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         let meta: serde_json::Map<String, serde_json::Value> = metadata
@@ -511,11 +541,11 @@ pub fn write_f32_safetensors(
         header.insert("__metadata__".into(), serde_json::Value::Object(meta));
     }
     let mut offset = 0usize;
-    for (name, shape, values) in tensors {
-        let len = values.len() * 4;
+    for (name, shape) in entries {
+        let len = shape.iter().product::<usize>() * element;
         header.insert(
             name.clone(),
-            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len]}),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len]}),
         );
         offset += len;
     }
@@ -529,11 +559,7 @@ pub fn write_f32_safetensors(
     out.write_all(&(header.len() as u64).to_le_bytes())
         .map_err(io)?;
     out.write_all(&header).map_err(io)?;
-    for (_, _, values) in tensors {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        out.write_all(&bytes).map_err(io)?;
-    }
-    out.flush().map_err(io)
+    Ok(out)
 }
 
 /// Parameter names (diffusers') and shapes (PyTorch layout), without materialising
@@ -559,31 +585,7 @@ pub fn parameter_count<B: Backend, M: Module<B>>(module: &M) -> usize {
 /// Writes the module as a diffusers-style safetensors file (f32, or f16 for an
 /// fp16 variant), one tensor at a time: memory stays at the model plus one tensor.
 pub fn save_module<B: Backend, M: Module<B>>(module: &M, path: &Path, half: bool) -> Result<()> {
-    let entries = parameter_shapes(module);
-    let element = if half { 2 } else { 4 };
-    let dtype = if half { "F16" } else { "F32" };
-    let mut header = serde_json::Map::new();
-    let mut offset = 0usize;
-    for (name, shape) in &entries {
-        let len = shape.iter().product::<usize>() * element;
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len]}),
-        );
-        offset += len;
-    }
-    let mut header = serde_json::to_vec(&header).expect("a JSON map serialises");
-    // The data section starts 8-byte aligned, as the safetensors writer pads it.
-    while !header.len().is_multiple_of(8) {
-        header.push(b' ');
-    }
-    let io = |e| SdError::io(path, e);
-    let file = File::create(path).map_err(io)?;
-    let mut out = std::io::BufWriter::new(file);
-    use std::io::Write;
-    out.write_all(&(header.len() as u64).to_le_bytes())
-        .map_err(io)?;
-    out.write_all(&header).map_err(io)?;
+    let out = create_with_header(path, &parameter_shapes(module), half, &[])?;
     let mut writer = StreamWriter {
         stack: PathStack::default(),
         out,
@@ -591,9 +593,11 @@ pub fn save_module<B: Backend, M: Module<B>>(module: &M, path: &Path, half: bool
         error: None,
     };
     module.visit(&mut writer);
+    let io = |e| SdError::io(path, e);
     if let Some(e) = writer.error {
         return Err(io(e));
     }
+    use std::io::Write;
     writer.out.flush().map_err(io)
 }
 

@@ -17,7 +17,8 @@ use crate::attention::{Attention, AttentionLora, LoraAdapter};
 use crate::error::{Result, SdError};
 use crate::unet_2d::UNet2DConditionModel;
 use crate::weights::{
-    named_tensors_where, parameter_shapes, transpose_2d, write_f32_safetensors, PathStack,
+    named_tensors_where, parameter_shapes, torch_values, transpose_2d, write_f32_safetensors,
+    PathStack,
 };
 
 /// Rank and alpha of the adapters (scale = alpha / rank).
@@ -213,13 +214,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradCollector<'_, B> {
         let Some(grad) = param.val().grad(self.grads) else {
             return;
         };
-        let data = grad.into_data().convert::<f32>();
-        let mut shape = data.shape.to_vec();
-        let mut values = data.into_vec::<f32>().expect("converted to f32");
-        if transposed && shape.len() == 2 {
-            values = transpose_2d(&values, shape[0], shape[1]);
-            shape.swap(0, 1);
-        }
+        let (shape, values) = torch_values(grad, transposed);
         self.out.push((format!("unet.{key}"), shape, values));
     }
 }
