@@ -220,3 +220,39 @@ fn lora_resume_is_bit_exact() {
 fn textual_inversion_resume_is_bit_exact() {
     resume_equals_uninterrupted(Method::Ti, "learned_embeds.safetensors");
 }
+
+#[test]
+fn a_nan_loss_stops_with_the_step_named_and_keeps_the_checkpoints() {
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = config(Method::Lora);
+    // An absurd learning rate overflows the adapters after the first update.
+    cfg.lr = 1e38;
+    cfg.steps = 6;
+    cfg.checkpoint_every = Some(1);
+    let mut last = 0;
+    let message = train::<Train>(
+        &fixture("tiny-sd"),
+        &demo(),
+        &cfg,
+        out.path(),
+        &Default::default(),
+        |r| last = r.step,
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    let failed = last + 1;
+    eprintln!("{message}");
+    assert!(message.contains(&format!("at step {failed}")), "{message}");
+    assert!(failed <= cfg.steps, "{message}");
+    for step in 1..failed {
+        assert!(
+            out.path()
+                .join(format!(
+                    "checkpoint-{step}/pytorch_lora_weights.safetensors"
+                ))
+                .is_file(),
+            "checkpoint {step} kept"
+        );
+    }
+}
