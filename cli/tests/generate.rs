@@ -3,22 +3,14 @@
 //! with `StableDiffusionPipeline`'s output (max abs error 1e-3); bad input gives an
 //! error naming the file.
 
+mod process;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use process::{atelier, sd_fixture, stderr};
 
 fn sd_fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../worker/sd/tests/fixtures")
-}
-
-fn atelier(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_atelier"))
-        .args(args)
-        .output()
-        .expect("the atelier binary runs")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    sd_fixture("")
 }
 
 /// Reads tensor `name` of a safetensors file as f32 values with its shape.

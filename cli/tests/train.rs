@@ -3,30 +3,18 @@
 //! writes (diffusers LoRA keys, learned embeddings, `training.json`, `loss.png`),
 //! and bad input refused with exit code 3 and a message naming what is wrong.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod process;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use std::path::{Path, PathBuf};
+
+use process::{atelier, repo, sd_fixture, stderr};
 
 fn tiny_sd() -> PathBuf {
-    repo().join("worker/sd/tests/fixtures/tiny-sd")
+    sd_fixture("tiny-sd")
 }
 
 fn demo_images() -> PathBuf {
     repo().join("trainsets/demo/images")
-}
-
-fn atelier(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_atelier"))
-        .args(args)
-        .output()
-        .expect("the atelier binary runs")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn tensors(path: &Path) -> Vec<(String, Vec<usize>)> {

@@ -26,7 +26,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::error::{Result, SdError};
-use crate::weights::{parameter_shapes, SafetensorsFile};
+use crate::weights::{parameter_shapes, PathStack, SafetensorsFile};
 
 /// Which model a LoRA pair adapts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -366,37 +366,27 @@ pub fn linear_paths<B: Backend, M: Module<B>>(module: &M) -> Vec<String> {
 struct Merger<'a> {
     pairs: &'a HashMap<String, LoraPair>,
     scale: f32,
-    stack: Vec<String>,
+    stack: PathStack,
     applied: usize,
     problems: Vec<String>,
 }
 
 impl<B: Backend> ModuleMapper<B> for Merger<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        // Enum variants are not part of diffusers' names (see `weights`).
-        let name = if container_type.starts_with("Enum:") {
-            String::new()
-        } else {
-            name.to_string()
-        };
-        self.stack.push(name);
+        self.stack.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.pop();
+        self.stack.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        if D != 2 || self.stack.last().map(String::as_str) != Some("weight") {
+        // Only linear weights (stored transposed) take LoRA pairs.
+        let (name, transposed) = self.stack.torch_name();
+        let Some(path) = name.strip_suffix(".weight").filter(|_| transposed) else {
             return param;
-        }
-        let parts: Vec<&str> = self.stack[..self.stack.len() - 1]
-            .iter()
-            .filter(|s| !s.is_empty())
-            .map(String::as_str)
-            .collect();
-        let path = parts.join(".");
-        let Some(pair) = self.pairs.get(&path) else {
+        };
+        let Some(pair) = self.pairs.get(path) else {
             return param;
         };
         let [rank, d_in] = [pair.down.0[0], pair.down.0[1]];
@@ -436,7 +426,7 @@ pub fn merge_into<B: Backend, M: Module<B>>(
     let mut merger = Merger {
         pairs,
         scale,
-        stack: Vec::new(),
+        stack: PathStack::default(),
         applied: 0,
         problems: Vec::new(),
     };
