@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use atelier_sd::backend::BackendKind;
+use atelier_sd::precision::Precision;
 use atelier_sd::train::config::{Method, TrainConfig};
 use atelier_sd::train::trainer::{train_from, StepReport, TrainOutcome};
 use atelier_sd::SdError;
@@ -109,6 +110,10 @@ pub struct Args {
     /// cpu or cuda [default: cpu]
     #[arg(long)]
     pub backend: Option<BackendKind>,
+    /// Dtype of the frozen UNet and VAE weights: f32, or bf16/f16 on CUDA (adapters,
+    /// optimizer state and loss stay f32) [default: f32]
+    #[arg(long)]
+    pub precision: Option<Precision>,
     /// Folder to write the weights, training.json and loss.png into (created if missing)
     #[arg(long, short, value_name = "OUTDIR")]
     pub output: Option<PathBuf>,
@@ -159,6 +164,10 @@ struct Report {
     load_seconds: f64,
     train_seconds: f64,
     steps_per_second: f64,
+    /// Seconds per step after the first [`WARM_UP_STEPS`] (kernel compilation and
+    /// autotuning on CUDA): median and 90th percentile.
+    step_seconds_median: Option<f64>,
+    step_seconds_p90: Option<f64>,
     files: Vec<PathBuf>,
     loss_png: PathBuf,
     config: TrainConfig,
@@ -249,6 +258,9 @@ impl Args {
         if self.random_crop {
             config.center_crop = false;
         }
+        if let Some(v) = self.precision {
+            config.precision = v;
+        }
 
         let missing = |key: &str| {
             let or_file = match &self.from {
@@ -264,6 +276,12 @@ impl Args {
         let backend = self.backend.or(paths.backend).unwrap_or_default();
         if config.token.trim().is_empty() {
             return Err(missing("token"));
+        }
+        if backend == BackendKind::Cpu && config.precision != Precision::F32 {
+            return Err(CliError::invalid(format!(
+                "precision `{}` needs `--backend cuda` (the CPU backend computes in f32)",
+                config.precision
+            )));
         }
         if config.checkpoint_every == Some(0) {
             return Err(CliError::invalid("`--checkpoint-every` must be at least 1"));
@@ -412,6 +430,8 @@ fn run_on<B: AutodiffBackend>(run: &Run, device: B::Device, json: bool) -> CliRe
         } else {
             0.0
         },
+        step_seconds_median: percentile(&progress.step_seconds, 0.5),
+        step_seconds_p90: percentile(&progress.step_seconds, 0.9),
         files,
         loss_png,
         config: config.clone(),
@@ -436,6 +456,11 @@ fn run_on<B: AutodiffBackend>(run: &Run, device: B::Device, json: bool) -> CliRe
             duration_ms((report.load_seconds * 1000.0) as i64),
             report.trainable_parameters,
         );
+        if let (Some(median), Some(p90)) = (report.step_seconds_median, report.step_seconds_p90) {
+            println!(
+                "step time after {WARM_UP_STEPS} warm-up steps: median {median:.3} s, p90 {p90:.3} s"
+            );
+        }
         if let (Some(last), Some(mean)) = (report.final_loss, report.mean_loss) {
             println!("loss: last step {last:.4}, mean of the last {window} steps {mean:.4}");
         }
@@ -456,6 +481,24 @@ struct Progress {
     hidden: bool,
     losses: Vec<f64>,
     train_seconds: f64,
+    /// Steps this process ran, and the durations of those after the warm-up.
+    steps_seen: usize,
+    step_seconds: Vec<f64>,
+}
+
+/// Steps left out of the step-time figures: the first ones compile and autotune
+/// kernels on CUDA.
+const WARM_UP_STEPS: usize = 3;
+
+/// The `q` quantile (nearest rank) of `values`, if any.
+fn percentile(values: &[f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
 }
 
 impl Progress {
@@ -484,11 +527,17 @@ impl Progress {
             hidden,
             losses: Vec::with_capacity(config.steps),
             train_seconds: 0.0,
+            steps_seen: 0,
+            step_seconds: Vec::new(),
         }
     }
 
     fn step(&mut self, report: &StepReport) {
         self.losses.push(report.loss);
+        self.steps_seen += 1;
+        if self.steps_seen > WARM_UP_STEPS {
+            self.step_seconds.push(report.seconds - self.train_seconds);
+        }
         self.train_seconds = report.seconds;
         let window = plot::AVERAGE_WINDOW.min(self.losses.len());
         let mean = plot::moving_average(&self.losses[self.losses.len() - window..], window)
@@ -694,5 +743,29 @@ mod tests {
     fn speed_reads_both_ways() {
         assert_eq!(speed(2.5), "2.50 step/s");
         assert_eq!(speed(0.25), "4.0 s/step");
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0, 6.0, 7.0, 9.0, 8.0];
+        assert_eq!(percentile(&values, 0.5), Some(5.0));
+        assert_eq!(percentile(&values, 0.9), Some(9.0));
+        assert_eq!(percentile(&[2.0], 0.9), Some(2.0));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn half_precision_is_refused_on_the_cpu() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = Args {
+            model: Some(dir.path().to_path_buf()),
+            trainset: Some(dir.path().to_path_buf()),
+            token: Some("<t>".into()),
+            precision: Some(Precision::Bf16),
+            output: Some(dir.path().join("out")),
+            ..Args::default()
+        };
+        let message = args.resolve().unwrap_err().to_string();
+        assert!(message.contains("needs `--backend cuda`"), "{message}");
     }
 }

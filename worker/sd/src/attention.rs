@@ -11,6 +11,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
 use crate::layers::{conv2d, gelu_exact, group_norm, layer_norm, linear};
+use crate::precision::{in_f32, NormF32};
 
 /// `Attention`: q/k/v projections, scaled dot-product attention over `heads`, and
 /// `to_out.0`. In the UNet q/k/v have no bias; in the VAE they do, and a group norm
@@ -63,7 +64,8 @@ fn project<B: Backend>(
     x: Tensor<B, 3>,
 ) -> Tensor<B, 3> {
     match adapter {
-        Some(a) => linear.forward(x.clone()) + a.forward(x),
+        // The adapter computes in f32 whatever the frozen weights' dtype.
+        Some(a) => linear.forward(x.clone()) + in_f32(x, |x| a.forward(x)),
         None => linear.forward(x),
     }
 }
@@ -119,7 +121,7 @@ impl<B: Backend> Attention<B> {
     pub fn forward_spatial(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         let normed = match &self.group_norm {
-            Some(norm) => norm.forward(x.clone()),
+            Some(norm) => norm.forward_f32(x.clone()),
             None => x.clone(),
         };
         let tokens = normed.reshape([b, c, h * w]).swap_dims(1, 2);
@@ -215,12 +217,12 @@ impl<B: Backend> BasicTransformerBlock<B> {
 
     /// x [b, n, dim], context [b, m, cross_attention_dim] -> [b, n, dim].
     pub fn forward(&self, x: Tensor<B, 3>, context: &Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = self.attn1.forward(self.norm1.forward(x.clone()), None) + x;
+        let x = self.attn1.forward(self.norm1.forward_f32(x.clone()), None) + x;
         let x = self
             .attn2
-            .forward(self.norm2.forward(x.clone()), Some(context.clone()))
+            .forward(self.norm2.forward_f32(x.clone()), Some(context.clone()))
             + x;
-        self.ff.forward(self.norm3.forward(x.clone())) + x
+        self.ff.forward(self.norm3.forward_f32(x.clone())) + x
     }
 }
 
@@ -286,7 +288,7 @@ impl<B: Backend> Transformer2DModel<B> {
     pub fn forward(&self, x: Tensor<B, 4>, context: &Tensor<B, 3>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         let residual = x.clone();
-        let x = self.norm.forward(x);
+        let x = self.norm.forward_f32(x);
         // 1. project in, flatten to tokens [b, h*w, inner]
         let mut tokens = match &self.proj_in {
             Projection::Conv(conv) => {

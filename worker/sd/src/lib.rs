@@ -38,6 +38,7 @@ pub mod layers;
 pub mod lora;
 pub mod model_folder;
 pub mod pipeline;
+pub mod precision;
 pub mod random_model;
 pub mod resnet;
 pub mod schedulers;

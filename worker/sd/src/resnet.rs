@@ -8,10 +8,11 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions, PadMode};
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::Tensor;
 
 use crate::layers::{conv2d, group_norm, linear, Activation};
+use crate::precision::NormF32;
 
 #[derive(Module, Debug)]
 pub struct ResnetBlock2D<B: Backend> {
@@ -67,13 +68,13 @@ impl<B: Backend> ResnetBlock2D<B> {
         let act = self.activation;
         let mut h = self
             .conv1
-            .forward(act.forward(self.norm1.forward(x.clone())));
+            .forward(act.forward(self.norm1.forward_f32(x.clone())));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = proj.forward(act.forward(temb.clone()));
             let [b, c] = t.dims();
             h = h + t.reshape([b, c, 1, 1]);
         }
-        let h = self.conv2.forward(act.forward(self.norm2.forward(h)));
+        let h = self.conv2.forward(act.forward(self.norm2.forward_f32(h)));
         let x = match &self.conv_shortcut {
             Some(conv) => conv.forward(x),
             None => x,
@@ -107,7 +108,14 @@ impl<B: Backend> Downsample2D<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = if self.asymmetric_pad {
             // F.pad(x, (0, 1, 0, 1)): one zero column on the right, one row below.
-            x.pad((0, 1, 0, 1), PadMode::Constant(0.0))
+            // By hand: burn's `pad` makes its zeros in the default float dtype,
+            // which breaks on bf16 activations.
+            let [b, c, h, w] = x.dims();
+            let (dtype, device) = (x.dtype(), x.device());
+            let column = Tensor::<B, 4>::zeros([b, c, h, 1], &device).cast(dtype);
+            let x = Tensor::cat(vec![x, column], 3);
+            let row = Tensor::<B, 4>::zeros([b, c, 1, w + 1], &device).cast(dtype);
+            Tensor::cat(vec![x, row], 2)
         } else {
             x
         };

@@ -16,6 +16,7 @@ use crate::config::{read_json, PerBlock};
 use crate::embeddings::{timestep_projection, TimestepEmbedding};
 use crate::error::{Result, SdError};
 use crate::layers::{conv2d, group_norm, Activation};
+use crate::precision::{param_dtype, NormF32};
 use crate::resnet::ResnetSpec;
 use crate::unet_2d_blocks::{BlockSpec, DownBlock2D, MidBlock2DCrossAttn, UpBlock2D};
 
@@ -395,6 +396,12 @@ impl<B: Backend> UNet2DConditionModel<B> {
     ) -> Tensor<B, 4> {
         let batch = sample.dims()[0];
         let device = sample.device();
+        // Compute in the weights' dtype (bf16/f16 when cast for mixed precision);
+        // the caller gets its own dtype back.
+        let caller_dtype = sample.dtype();
+        let dtype = param_dtype(&self.conv_in.weight);
+        let sample = sample.cast(dtype);
+        let context = &context.clone().cast(dtype);
         // 1. time
         let timesteps = if timesteps.len() == 1 {
             vec![timesteps[0]; batch]
@@ -408,7 +415,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
             self.freq_shift,
             &device,
         );
-        let emb = self.time_embedding.forward(t_emb);
+        let emb = self.time_embedding.forward(t_emb.cast(dtype));
 
         // 2. pre-process
         let mut x = self.conv_in.forward(sample);
@@ -438,7 +445,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
         }
 
         // 6. post-process
-        let x = self.activation.forward(self.conv_norm_out.forward(x));
-        self.conv_out.forward(x)
+        let x = self.activation.forward(self.conv_norm_out.forward_f32(x));
+        self.conv_out.forward(x).cast(caller_dtype)
     }
 }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::config::read_json;
 use crate::error::{Result, SdError};
 use crate::layers::{conv2d, group_norm, Activation};
+use crate::precision::{param_dtype, NormF32};
 use crate::resnet::ResnetSpec;
 use crate::unet_2d_blocks::{BlockSpec, DownBlock2D, UpDecoderBlock2D, VaeMidBlock2D};
 
@@ -227,7 +228,7 @@ impl<B: Backend> Encoder<B> {
             x = block.forward(x, None, None).0;
         }
         let x = self.mid_block.forward(x);
-        let x = self.activation.forward(self.conv_norm_out.forward(x));
+        let x = self.activation.forward(self.conv_norm_out.forward_f32(x));
         self.conv_out.forward(x)
     }
 }
@@ -249,7 +250,7 @@ impl<B: Backend> Decoder<B> {
         for block in &self.up_blocks {
             x = block.forward(x);
         }
-        let x = self.activation.forward(self.conv_norm_out.forward(x));
+        let x = self.activation.forward(self.conv_norm_out.forward_f32(x));
         self.conv_out.forward(x)
     }
 }
@@ -279,11 +280,16 @@ impl<B: Backend> LatentDistribution<B> {
 impl<B: Backend> AutoencoderKL<B> {
     /// image [b, 3, H, W] in [-1, 1] -> latent distribution.
     pub fn encode(&self, image: Tensor<B, 4>) -> LatentDistribution<B> {
-        let h = self.encoder.forward(image);
+        // In the weights' dtype; the distribution in the caller's.
+        let caller_dtype = image.dtype();
+        let h = self
+            .encoder
+            .forward(image.cast(param_dtype(&self.encoder.conv_in.weight)));
         let moments = match &self.quant_conv {
             Some(conv) => conv.forward(h),
             None => h,
-        };
+        }
+        .cast(caller_dtype);
         let [mean, logvar] = moments
             .chunk(2, 1)
             .try_into()
@@ -297,10 +303,13 @@ impl<B: Backend> AutoencoderKL<B> {
     /// latents [b, latent, h, w] (already divided by the scaling factor)
     /// -> image [b, 3, 8h, 8w], roughly in [-1, 1].
     pub fn decode(&self, latents: Tensor<B, 4>) -> Tensor<B, 4> {
+        let caller_dtype = latents.dtype();
+        let dtype = param_dtype(&self.decoder.conv_in.weight);
+        let latents = latents.cast(dtype);
         let z = match &self.post_quant_conv {
             Some(conv) => conv.forward(latents),
             None => latents,
         };
-        self.decoder.forward(z)
+        self.decoder.forward(z).cast(caller_dtype)
     }
 }

@@ -18,7 +18,7 @@ use atelier_sd::model_folder::{ModelFolder, Variant};
 use atelier_sd::pipeline::StableDiffusion;
 use atelier_sd::weights::SafetensorsFile;
 use burn::tensor::{Int, Tensor};
-use common::{assert_close, fixture, reference, Cpu};
+use common::{assert_close, fixture, reference, TestBackend};
 
 const TOLERANCE: f32 = 1e-4;
 const LAYOUTS: [&str; 4] = ["diffusers", "peft", "kohya", "diffusers-old"];
@@ -37,7 +37,7 @@ fn json() -> serde_json::Value {
     atelier_sd::config::read_json(&adapters("adapters.json"), "adapter fixtures").unwrap()
 }
 
-fn load() -> StableDiffusion<Cpu> {
+fn load() -> StableDiffusion<TestBackend> {
     let folder = ModelFolder::open(fixture("tiny-sd"), Variant::Auto).unwrap();
     StableDiffusion::load(&folder, &Default::default()).unwrap()
 }
@@ -51,7 +51,7 @@ fn strings(value: &serde_json::Value) -> Vec<&str> {
         .collect()
 }
 
-fn ids(tensor: Tensor<Cpu, 2, Int>) -> Vec<i64> {
+fn ids(tensor: Tensor<TestBackend, 2, Int>) -> Vec<i64> {
     tensor
         .into_data()
         .convert::<i64>()
@@ -60,12 +60,14 @@ fn ids(tensor: Tensor<Cpu, 2, Int>) -> Vec<i64> {
 }
 
 /// The tiny-sd UNet on the reference inputs.
-fn unet_out(sd: &StableDiffusion<Cpu>) -> Tensor<Cpu, 4> {
+fn unet_out(sd: &StableDiffusion<TestBackend>) -> Tensor<TestBackend, 4> {
     let refs = reference("tiny-sd");
     let device = Default::default();
-    let sample = refs.tensor::<Cpu, 4>("unet.sample", &device).unwrap();
+    let sample = refs
+        .tensor::<TestBackend, 4>("unet.sample", &device)
+        .unwrap();
     let context = refs
-        .tensor::<Cpu, 3>("unet.encoder_hidden_states", &device)
+        .tensor::<TestBackend, 3>("unet.encoder_hidden_states", &device)
         .unwrap();
     let (_, timesteps) = refs.read_f32("unet.timesteps").unwrap();
     let timesteps: Vec<f64> = timesteps.iter().map(|&t| t as f64).collect();
@@ -103,7 +105,7 @@ fn lora_layouts_match_diffusers() {
             &format!("{what}: text encoder"),
             sd.encode_prompts(&prompts),
             expected
-                .tensor::<Cpu, 3>(&format!("{layout}.text.last_hidden_state"), &device)
+                .tensor::<TestBackend, 3>(&format!("{layout}.text.last_hidden_state"), &device)
                 .unwrap(),
             TOLERANCE,
         );
@@ -111,7 +113,7 @@ fn lora_layouts_match_diffusers() {
             &format!("{what}: UNet"),
             unet_out(&sd),
             expected
-                .tensor::<Cpu, 4>(&format!("{layout}.unet.out"), &device)
+                .tensor::<TestBackend, 4>(&format!("{layout}.unet.out"), &device)
                 .unwrap(),
             TOLERANCE,
         );
@@ -145,7 +147,7 @@ fn textual_inversion_matches_diffusers() {
         "textual inversion: text encoder",
         sd.encode_prompts(&prompts),
         expected
-            .tensor::<Cpu, 3>("ti.last_hidden_state", &Default::default())
+            .tensor::<TestBackend, 3>("ti.last_hidden_state", &Default::default())
             .unwrap(),
         TOLERANCE,
     );

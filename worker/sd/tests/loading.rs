@@ -11,7 +11,7 @@ use atelier_sd::model_folder::{ModelFolder, Variant};
 use atelier_sd::unet_2d::UNet2DConditionConfig;
 use atelier_sd::vae::AutoencoderKLConfig;
 use atelier_sd::weights::parameter_count;
-use common::{fixture, Cpu};
+use common::{fixture, TestBackend};
 
 fn sd15_config(component: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -31,15 +31,15 @@ fn sd15_configs_build_with_diffusers_parameter_counts() {
     let counts = &counts["param_counts"];
     let unet = UNet2DConditionConfig::from_file(&sd15_config("unet"))
         .unwrap()
-        .init::<Cpu>(&device)
+        .init::<TestBackend>(&device)
         .unwrap();
     let vae = AutoencoderKLConfig::from_file(&sd15_config("vae"))
         .unwrap()
-        .init::<Cpu>(&device)
+        .init::<TestBackend>(&device)
         .unwrap();
     let text = ClipTextConfig::from_file(&sd15_config("text_encoder"))
         .unwrap()
-        .init::<Cpu>(&device);
+        .init::<TestBackend>(&device);
     // The figure the SD1.5 model card and diffusers give.
     assert_eq!(parameter_count(&unet), 859_520_964);
     assert_eq!(
@@ -111,7 +111,7 @@ fn rewrite_safetensors(
 fn unet_error(dir: &Path) -> String {
     let folder = ModelFolder::open(dir, Variant::Auto).unwrap();
     folder
-        .load_unet::<Cpu>(&Default::default())
+        .load_unet::<TestBackend>(&Default::default())
         .map(|_| ())
         .expect_err("loading should fail")
         .to_string()
@@ -202,7 +202,7 @@ fn malformed_config_names_the_file() {
     std::fs::write(&config, "{\"block_out_channels\": [8, 16,").unwrap();
     let folder = ModelFolder::open(dir.path(), Variant::Auto).unwrap();
     let message = folder
-        .load_vae::<Cpu>(&Default::default())
+        .load_vae::<TestBackend>(&Default::default())
         .map(|_| ())
         .unwrap_err()
         .to_string();
@@ -234,11 +234,11 @@ fn fp16_variant_is_preferred_only_when_asked() {
     let device = Default::default();
     ModelFolder::open(dir.path(), Variant::Auto)
         .unwrap()
-        .load_unet::<Cpu>(&device)
+        .load_unet::<TestBackend>(&device)
         .unwrap();
     let message = ModelFolder::open(dir.path(), Variant::Fp16)
         .unwrap()
-        .load_unet::<Cpu>(&device)
+        .load_unet::<TestBackend>(&device)
         .map(|_| ())
         .unwrap_err()
         .to_string();

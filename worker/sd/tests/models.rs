@@ -6,7 +6,7 @@ mod common;
 
 use atelier_sd::model_folder::{ModelFolder, Variant};
 use burn::tensor::{Int, Tensor, TensorData};
-use common::{assert_close, fixture, reference, Cpu, PIPELINES};
+use common::{assert_close, fixture, reference, TestBackend, PIPELINES};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -15,13 +15,13 @@ fn text_encoder_matches_transformers() {
     for name in PIPELINES {
         let device = Default::default();
         let folder = ModelFolder::open(fixture(name), Variant::Auto).unwrap();
-        let model = folder.load_text_encoder::<Cpu>(&device).unwrap();
+        let model = folder.load_text_encoder::<TestBackend>(&device).unwrap();
         let refs = reference(name);
         let (shape, ids) = refs.read_i64("text.input_ids").unwrap();
-        let ids: Tensor<Cpu, 2, Int> =
+        let ids: Tensor<TestBackend, 2, Int> =
             Tensor::from_data(TensorData::new(ids, [shape[0], shape[1]]), &device);
         let expected = refs
-            .tensor::<Cpu, 3>("text.last_hidden_state", &device)
+            .tensor::<TestBackend, 3>("text.last_hidden_state", &device)
             .unwrap();
         assert_close(
             &format!("{name}: text encoder last_hidden_state"),
@@ -37,15 +37,17 @@ fn unet_matches_diffusers() {
     for name in PIPELINES {
         let device = Default::default();
         let folder = ModelFolder::open(fixture(name), Variant::Auto).unwrap();
-        let unet = folder.load_unet::<Cpu>(&device).unwrap();
+        let unet = folder.load_unet::<TestBackend>(&device).unwrap();
         let refs = reference(name);
-        let sample = refs.tensor::<Cpu, 4>("unet.sample", &device).unwrap();
+        let sample = refs
+            .tensor::<TestBackend, 4>("unet.sample", &device)
+            .unwrap();
         let context = refs
-            .tensor::<Cpu, 3>("unet.encoder_hidden_states", &device)
+            .tensor::<TestBackend, 3>("unet.encoder_hidden_states", &device)
             .unwrap();
         let (_, timesteps) = refs.read_f32("unet.timesteps").unwrap();
         let timesteps: Vec<f64> = timesteps.iter().map(|&t| t as f64).collect();
-        let expected = refs.tensor::<Cpu, 4>("unet.out", &device).unwrap();
+        let expected = refs.tensor::<TestBackend, 4>("unet.out", &device).unwrap();
         assert_close(
             &format!("{name}: UNet noise prediction at t={timesteps:?}"),
             unet.forward(sample, &timesteps, &context),
@@ -60,12 +62,14 @@ fn vae_matches_diffusers() {
     for name in PIPELINES {
         let device = Default::default();
         let folder = ModelFolder::open(fixture(name), Variant::Auto).unwrap();
-        let vae = folder.load_vae::<Cpu>(&device).unwrap();
+        let vae = folder.load_vae::<TestBackend>(&device).unwrap();
         let refs = reference(name);
-        let image = refs.tensor::<Cpu, 4>("vae.image", &device).unwrap();
+        let image = refs.tensor::<TestBackend, 4>("vae.image", &device).unwrap();
         let dist = vae.encode(image);
-        let mean = refs.tensor::<Cpu, 4>("vae.mean", &device).unwrap();
-        let logvar = refs.tensor::<Cpu, 4>("vae.logvar", &device).unwrap();
+        let mean = refs.tensor::<TestBackend, 4>("vae.mean", &device).unwrap();
+        let logvar = refs
+            .tensor::<TestBackend, 4>("vae.logvar", &device)
+            .unwrap();
         assert_close(&format!("{name}: VAE mean"), dist.mean, mean, TOLERANCE);
         assert_close(
             &format!("{name}: VAE logvar"),
@@ -73,8 +77,12 @@ fn vae_matches_diffusers() {
             logvar,
             TOLERANCE,
         );
-        let latents = refs.tensor::<Cpu, 4>("vae.latents", &device).unwrap();
-        let decoded = refs.tensor::<Cpu, 4>("vae.decoded", &device).unwrap();
+        let latents = refs
+            .tensor::<TestBackend, 4>("vae.latents", &device)
+            .unwrap();
+        let decoded = refs
+            .tensor::<TestBackend, 4>("vae.decoded", &device)
+            .unwrap();
         assert_close(
             &format!("{name}: VAE decode"),
             vae.decode(latents),
@@ -93,9 +101,20 @@ fn parameter_counts_match_diffusers() {
         let json: serde_json::Value =
             atelier_sd::config::read_json(&common::reference_json(name), "reference").unwrap();
         let counts = &json["param_counts"];
-        let unet = folder.unet_config().unwrap().init::<Cpu>(&device).unwrap();
-        let vae = folder.vae_config().unwrap().init::<Cpu>(&device).unwrap();
-        let text = folder.text_encoder_config().unwrap().init::<Cpu>(&device);
+        let unet = folder
+            .unet_config()
+            .unwrap()
+            .init::<TestBackend>(&device)
+            .unwrap();
+        let vae = folder
+            .vae_config()
+            .unwrap()
+            .init::<TestBackend>(&device)
+            .unwrap();
+        let text = folder
+            .text_encoder_config()
+            .unwrap()
+            .init::<TestBackend>(&device);
         assert_eq!(
             unet.num_params() as u64,
             counts["unet"].as_u64().unwrap(),

@@ -9,11 +9,11 @@ use atelier_sd::model_folder::{ModelFolder, Variant};
 use atelier_sd::pipeline::{GenerateOptions, StableDiffusion};
 use atelier_sd::schedulers::SchedulerKind;
 use burn::tensor::Tensor;
-use common::{assert_close, fixture, reference, reference_json, Cpu, PIPELINES};
+use common::{assert_close, fixture, reference, reference_json, TestBackend, PIPELINES};
 
 const TOLERANCE: f32 = 1e-3;
 
-fn load(name: &str) -> StableDiffusion<Cpu> {
+fn load(name: &str) -> StableDiffusion<TestBackend> {
     let folder = ModelFolder::open(fixture(name), Variant::Auto).unwrap();
     StableDiffusion::load(&folder, &Default::default()).unwrap()
 }
@@ -60,15 +60,17 @@ fn text_to_image_matches_diffusers() {
                 guidance: settings["guidance_scale"].as_f64().unwrap(),
                 scheduler: scheduler.parse::<SchedulerKind>().unwrap(),
             };
-            let latents = refs.tensor::<Cpu, 4>("pipeline.latents", &device).unwrap();
+            let latents = refs
+                .tensor::<TestBackend, 4>("pipeline.latents", &device)
+                .unwrap();
             let mut steps_seen = 0;
             let image = sd
                 .generate(&options, latents, |done, _| steps_seen = done)
                 .unwrap();
             assert_eq!(steps_seen, options.steps);
-            let image: Tensor<Cpu, 3> = image.squeeze_dim(0);
+            let image: Tensor<TestBackend, 3> = image.squeeze_dim(0);
             let expected = refs
-                .tensor::<Cpu, 3>(&format!("pipeline.{scheduler}.image"), &device)
+                .tensor::<TestBackend, 3>(&format!("pipeline.{scheduler}.image"), &device)
                 .unwrap();
             assert_close(
                 &format!("{name}: {scheduler} image, {} steps", options.steps),

@@ -16,6 +16,8 @@
 //!   to step; the worst is zero-terminal-SNR Euler, whose first step has sigma 4096 and
 //!   subtracts two numbers of size ~1e4 to get ~1e2 (1 ulp of that sigma moves it).
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -23,11 +25,10 @@ use atelier_sd::schedulers::{
     build_scheduler, Ddpm, DpmPlusPlus2M, DpmSolverConfig, Euler, EulerConfig, SchedulerError,
     SchedulerKind,
 };
-use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
 use serde_json::{json, Value};
 
-type B = NdArray<f32>;
+type B = common::TestBackend;
 
 const TENSOR_TOL: f32 = 1e-5;
 const FREE_RUNNING_TOL: f32 = 1e-4;
@@ -423,7 +424,10 @@ fn dpm_solver_restarts_cleanly() {
         finals.push(sample);
     }
     let second = finals.pop().unwrap();
-    assert_eq!(diff(finals.pop().unwrap(), second), 0.0);
+    // Bit-equal on the CPU; CUDA's fused kernels may round differently between runs
+    // (4.8e-6 seen on an H200), far below what a reused history would change.
+    let d = diff(finals.pop().unwrap(), second);
+    assert!(d <= common::tolerance(0.0), "the rerun differs by {d:e}");
 }
 
 fn build_err(kind: SchedulerKind, config: Value, steps: usize) -> String {

@@ -10,9 +10,9 @@ use atelier_sd::model_folder::{ModelFolder, Variant};
 use atelier_sd::pipeline::StableDiffusion;
 use atelier_sd::train::config::{Method, TrainConfig};
 use atelier_sd::train::trainer::train;
-use common::{fixture, Cpu};
+use common::{fixture, TestBackend};
 
-type Train = burn::backend::Autodiff<Cpu>;
+type Train = burn::backend::Autodiff<TestBackend>;
 
 fn demo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../trainsets/demo")
@@ -53,7 +53,7 @@ fn run(
     Ok(outcome)
 }
 
-fn load_sd() -> StableDiffusion<Cpu> {
+fn load_sd() -> StableDiffusion<TestBackend> {
     let folder = ModelFolder::open(fixture("tiny-sd"), Variant::Auto).unwrap();
     StableDiffusion::load(&folder, &Default::default()).unwrap()
 }

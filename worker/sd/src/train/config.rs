@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::precision::Precision;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
@@ -89,6 +91,9 @@ pub struct TrainConfig {
     pub checkpoint_every: Option<usize>,
     pub random_flip: bool,
     pub center_crop: bool,
+    /// The dtype of the frozen UNet and VAE weights (bf16/f16 need CUDA); adapters,
+    /// embeddings being learned, optimizer state and loss stay f32.
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -113,6 +118,7 @@ impl Default for TrainConfig {
             checkpoint_every: None,
             random_flip: false,
             center_crop: true,
+            precision: Precision::F32,
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::clip::ClipTextModel;
 use crate::error::{Result, SdError};
 use crate::model_folder::{ModelFolder, Variant};
 use crate::pipeline::{gaussian, GenerateOptions, StableDiffusion};
+use crate::precision::{cast_frozen, Precision};
 use crate::schedulers::{Ddpm, SchedulerKind};
 use crate::tokenizer::ClipTokenizer;
 use crate::train::adamw::{AdamW, AdamWConfig};
@@ -99,7 +100,7 @@ pub fn train_from<B: AutodiffBackend>(
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
 
     let mut tokenizer = ClipTokenizer::from_dir(&folder.component("tokenizer")?)?;
-    let vae = folder.load_vae::<B>(device)?.no_grad();
+    let mut vae = folder.load_vae::<B>(device)?.no_grad();
     let mut text = folder.load_text_encoder::<B>(device)?.no_grad();
     let ddpm = Ddpm::new(&folder.scheduler_config()?)?;
     let mut unet = folder.load_unet::<B>(device)?;
@@ -125,6 +126,12 @@ pub fn train_from<B: AutodiffBackend>(
             hidden
         }
     };
+
+    if config.precision != Precision::F32 {
+        let dtype = config.precision.dtype();
+        unet = cast_frozen(unet, dtype);
+        vae = cast_frozen(vae, dtype);
+    }
 
     let class_images = match config.method {
         Method::Dreambooth => class_images::<B::InnerBackend>(&folder, config, out, device)?,
