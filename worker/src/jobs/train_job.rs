@@ -339,7 +339,7 @@ impl Meter {
             "step {}/{}  loss {:.4}  {rate:.2} step/s",
             r.step, r.steps, r.loss
         );
-        if r.step == self.first + 1 || r.step == self.steps || r.step % self.every == 0 {
+        if r.step == self.first + 1 || r.step == self.steps || r.step.is_multiple_of(self.every) {
             ctx.log(message.clone());
         }
         let metrics = serde_json::json!({
