@@ -58,7 +58,13 @@
 //!
 //! **Limits.** Job names unique after expansion, `needs` without cycles, at most
 //! [`MAX_JOBS`] jobs, `requires.gpus` <= 64, `requires.gpu_mem_gb` >= 0,
-//! `requires.backend` one of `any`, `cpu`, `cuda`.
+//! `requires.backend` one of `any`, `cpu`, `cuda`. A `train` job without
+//! `params.trainset` needs exactly one `prepare` job (whose dataset it trains on); one
+//! with `params.backend: cuda` asks for a GPU (`requires.gpus` >= 1, backend not
+//! `cpu`).
+//!
+//! **Paths.** [`resolve_paths`] (called by `atelier submit`, which knows the file's
+//! folder) makes the folder params of [`PATH_PARAMS`] absolute and checks them.
 //!
 //! # Layout
 //! - `file`: the serde model of the file, and the merge of `defaults`.

@@ -1,5 +1,6 @@
-//! Job kinds and what a running job can do: log, report progress, upload artifacts,
-//! and notice that it was cancelled.
+//! Job kinds and what a running job can do: log, report progress, read the
+//! artifacts of the jobs it needs (and its own from earlier attempts), upload
+//! artifacts, and notice that it was cancelled.
 
 mod context;
 mod noop;
