@@ -135,7 +135,7 @@ fn unknown_params_field_names_the_job_and_field() {
 fn field_errors() {
     let job = |extra: &str| format!("name: d\njobs:\n  - name: j\n    kind: noop\n{extra}");
     let cases = [
-        ("    kind: train\n", "unknown job kind `train`"),
+        ("    kind: evaluate\n", "unknown job kind `evaluate`"),
         (
             "    params: {seconds: -1}\n",
             "params: seconds -1 is out of range",
@@ -164,7 +164,7 @@ fn field_errors() {
         ("    priority: 1.5\n", "priority"),
     ];
     for (extra, expected) in cases {
-        // `kind: train` replaces the `kind: noop` line.
+        // `kind: evaluate` replaces the `kind: noop` line.
         let source = if extra.contains("kind:") {
             format!("name: d\njobs:\n  - name: j\n{extra}")
         } else {
@@ -944,4 +944,130 @@ fn example_experiment_file_is_valid() {
         .jobs
         .iter()
         .all(|j| j.params["trainset"] == "../trainsets/demo"));
+}
+
+const TRAIN: &str = "\
+name: t
+jobs:
+  - name: prep
+    kind: prepare
+    params: {trainset: ./ts, resolution: 64}
+  - name: train
+    kind: train
+    needs: [prep]
+    params: {model: ./sd, token: <s>, steps: 10, rank: 2}
+";
+
+#[test]
+fn train_jobs_take_their_dataset_from_one_prepare_job_or_a_folder() {
+    let spec = parse(TRAIN).unwrap();
+    let t = job(&spec, "train");
+    assert_eq!(t.kind, "train");
+    assert_eq!(t.params["rank"], 2);
+    // Sweeps reach the training fields.
+    let swept = parse(&format!(
+        "{TRAIN}    sweep:\n      parameters:\n        params.lr: [1.0e-4, 1.0e-3]\n"
+    ))
+    .unwrap();
+    assert_eq!(names(&swept), ["prep", "train-0", "train-1"]);
+    assert_eq!(job(&swept, "train-1").params["lr"], json!(1.0e-3));
+
+    // No dataset at all.
+    let e = err(&TRAIN.replace("    needs: [prep]\n", ""));
+    assert_eq!(e.path.as_deref(), Some("jobs[1].params.trainset"), "{e}");
+    assert!(e.message.contains("`prepare` job"), "{e}");
+    // A folder instead of a prepare job.
+    parse(&TRAIN.replace(
+        "    needs: [prep]\n    params: {",
+        "    params: {trainset: ./ts, ",
+    ))
+    .unwrap();
+    // Two prepare jobs: which dataset?
+    let e = err(&TRAIN.replace(
+        "    params: {trainset: ./ts, resolution: 64}\n",
+        "    params: {trainset: ./ts, resolution: 64}\n    sweep: {parameters: {params.dedupe: [true, false]}}\n",
+    ));
+    assert_eq!(e.path.as_deref(), Some("jobs[1].needs"), "{e}");
+    assert!(e.message.contains("prep-0, prep-1"), "{e}");
+}
+
+#[test]
+fn train_params_are_checked_by_field() {
+    for (change, path, needle) in [
+        ("rank: 0", "jobs[1].params", "`rank` must be at least 1"),
+        (
+            "rank: 2, stpes: 3",
+            "jobs[1].params",
+            "unknown field `stpes`",
+        ),
+        ("rank: x", "jobs[1].params.rank", "invalid type"),
+        (
+            "rank: 2, backend: cuda",
+            "jobs[1].params.backend",
+            "requires: {gpus: 1, backend: cuda}",
+        ),
+    ] {
+        let e = err(&TRAIN.replace("rank: 2", change));
+        assert_eq!(e.path.as_deref(), Some(path), "{change}: {e}");
+        assert!(e.message.contains(needle), "{change}: {e}");
+    }
+    // With a GPU asked for, cuda is fine.
+    parse(&TRAIN.replace(
+        "rank: 2}\n",
+        "rank: 2, backend: cuda}\n    requires: {gpus: 1, backend: cuda}\n",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn resolve_paths_makes_a_train_jobs_model_and_trainset_absolute() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["ts", "sd"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    let mut spec = parse(TRAIN).unwrap();
+    resolve_paths(&mut spec, dir.path()).unwrap();
+    let abs = |d: &str| {
+        json!(std::fs::canonicalize(dir.path().join(d))
+            .unwrap()
+            .to_str()
+            .unwrap())
+    };
+    assert_eq!(job(&spec, "train").params["model"], abs("sd"));
+    assert_eq!(job(&spec, "prep").params["trainset"], abs("ts"));
+
+    let mut spec = parse(&TRAIN.replace("model: ./sd", "model: ./nope")).unwrap();
+    let e = resolve_paths(&mut spec, dir.path()).unwrap_err();
+    assert_eq!(e.job.as_deref(), Some("train"));
+    assert!(
+        e.message.contains("params.model: `./nope`") && e.message.contains("does not exist"),
+        "{e}"
+    );
+    let mut spec = parse(&TRAIN.replace(
+        "    needs: [prep]\n    params: {",
+        "    params: {trainset: ./missing, ",
+    ))
+    .unwrap();
+    let e = resolve_paths(&mut spec, dir.path()).unwrap_err();
+    assert!(e.message.contains("params.trainset: `./missing`"), "{e}");
+}
+
+#[test]
+fn example_train_file_is_valid_and_its_folders_exist() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../experiments");
+    let path = format!("{dir}/train-demo.yaml");
+    let source = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut spec = parse_experiment(&source, "train-demo.yaml", &[]).unwrap();
+    assert_eq!(names(&spec), ["prep", "lora-0", "lora-1"]);
+    assert_eq!(job(&spec, "lora-1").params["lr"], json!(1.0e-3));
+    assert_eq!(job(&spec, "lora-0").params["steps"], 20);
+    assert_eq!(job(&spec, "lora-0").needs, ["prep"]);
+    resolve_paths(&mut spec, std::path::Path::new(dir)).unwrap();
+    let model = job(&spec, "lora-0").params["model"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(std::path::Path::new(&model)
+        .join("model_index.json")
+        .is_file());
 }

@@ -1028,6 +1028,76 @@ async fn logs_and_artifacts(store: &Store) {
     assert_eq!(store.artifacts_of(id).await.unwrap().len(), 2);
 }
 
+both!(job_inputs, job_inputs);
+async fn job_inputs(store: &Store) {
+    let jobs = [
+        job("prep"),
+        job("other"),
+        needing(job("train"), &["prep", "other"]),
+    ];
+    let (_, ids) = submit(store, "inputs", &jobs).await;
+    let [prep, other, train] = ids[..] else {
+        panic!("{ids:?}")
+    };
+    let sha = |c: &str| c.repeat(64);
+    for _ in 0..2 {
+        let g = lease_one(store, "w", &cpu(1)).await.unwrap();
+        let (id, token) = (g.job.id, g.job.lease_token);
+        if id == prep {
+            for name in ["dataset.safetensors", "manifest.json"] {
+                store
+                    .insert_artifact(id, token, name, &sha("a"), 10)
+                    .await
+                    .unwrap();
+            }
+        }
+        store.complete(id, token, "{}").await.unwrap();
+    }
+    let g = lease_one(store, "w", &cpu(1)).await.unwrap();
+    let first = g.job.lease_token;
+    assert_eq!(g.job.id, train);
+    let inputs = store.job_inputs(train, first).await.unwrap();
+    let needs: Vec<(i64, &str, &str, Vec<&str>)> = inputs
+        .needs
+        .iter()
+        .map(|n| {
+            let names = n.artifacts.iter().map(|a| a.name.as_str()).collect();
+            (n.id, n.name.as_str(), n.kind.as_str(), names)
+        })
+        .collect();
+    assert_eq!(
+        needs,
+        vec![
+            (
+                prep,
+                "prep",
+                "noop",
+                vec!["dataset.safetensors", "manifest.json"]
+            ),
+            (other, "other", "noop", vec![]),
+        ]
+    );
+    assert!(inputs.own.is_empty());
+
+    // The attempt uploads a checkpoint and is lost; the next one finds it, and the
+    // lost attempt's token reads nothing more.
+    store
+        .insert_artifact(train, first, "checkpoint-3/state.json", &sha("b"), 5)
+        .await
+        .unwrap();
+    store.fail(train, first, "worker lost", true).await.unwrap();
+    stale(store.job_inputs(train, first).await, train);
+    let g = lease_one(store, "w2", &cpu(1)).await.unwrap();
+    let inputs = store.job_inputs(train, g.job.lease_token).await.unwrap();
+    let own: Vec<(&str, i64)> = inputs
+        .own
+        .iter()
+        .map(|a| (a.name.as_str(), a.attempt))
+        .collect();
+    assert_eq!(own, vec![("checkpoint-3/state.json", 1)]);
+    assert_eq!(inputs.needs.len(), 2);
+}
+
 fn ids_of_logs(rows: &[atelier_coordinator::store::LogRow]) -> Vec<i64> {
     rows.iter().map(|l| l.id).collect()
 }

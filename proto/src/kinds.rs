@@ -6,8 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 
+mod train;
+
+pub use train::{TrainParams, METHODS, PLACEMENT_FIELDS, TRAIN_BACKENDS};
+
 /// The job kinds this version of atelier knows.
-pub const KINDS: &[&str] = &["prepare", "noop"];
+pub const KINDS: &[&str] = &["prepare", "train", "noop"];
 
 /// `prepare`: turn a trainset folder into a packed dataset artifact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +83,9 @@ pub fn validate(kind: &str, params: &serde_json::Value) -> Result<(), String> {
             }
             Ok(())
         }
+        "train" => TrainParams::deserialize(params)
+            .map_err(|e| e.to_string())?
+            .check(),
         "noop" => {
             let p = NoopParams::deserialize(params).map_err(|e| e.to_string())?;
             if !(0.0..=86_400.0).contains(&p.seconds) {
@@ -108,8 +115,50 @@ mod tests {
         let err = validate("prepare", &json!({"resolution": 64})).unwrap_err();
         assert!(err.contains("missing field `trainset`"), "{err}");
         assert!(validate("prepare", &json!({"trainset": "x", "resolution": 2})).is_err());
-        assert!(validate("train", &json!({}))
+        assert!(validate("tarin", &json!({}))
             .unwrap_err()
             .contains("unknown job kind"));
+    }
+
+    #[test]
+    fn train_defaults_and_errors_name_the_field() {
+        let p: TrainParams =
+            serde_json::from_value(json!({"model": "/m", "token": "<t>"})).unwrap();
+        assert_eq!((p.method.as_str(), p.steps, p.rank), ("lora", 200, 4));
+        assert_eq!(p.checkpoint_every, Some(100));
+        assert_eq!(p.backend, "cpu");
+        assert_eq!(p.trainset, None);
+        let config = p.config_json();
+        assert!(config.get("model").is_none() && config.get("backend").is_none());
+        assert_eq!(config["token"], "<t>");
+
+        let ok = json!({"model": "/m", "token": "<t>"});
+        assert_eq!(validate("train", &ok), Ok(()));
+        for (change, needle) in [
+            (json!({"rank": 0}), "`rank` must be at least 1"),
+            (json!({"resolution": 100}), "`resolution` 100"),
+            (
+                json!({"method": "dreambooth"}),
+                "`class_prompt` is required",
+            ),
+            (json!({"method": "lorra"}), "`method` `lorra`"),
+            (json!({"backend": "tpu"}), "`backend` `tpu`"),
+            (json!({"lr": -1.0}), "`lr` must be a positive number"),
+            (json!({"checkpoint_every": 0}), "`checkpoint_every`"),
+            (json!({"token": " "}), "`token` is empty"),
+            (json!({"stpes": 3}), "unknown field `stpes`"),
+        ] {
+            let mut params = ok.clone();
+            for (k, v) in change.as_object().unwrap() {
+                params[k] = v.clone();
+            }
+            let err = validate("train", &params).unwrap_err();
+            assert!(err.contains(needle), "{change}: {err}");
+        }
+        let err = validate("train", &json!({"token": "<t>"})).unwrap_err();
+        assert!(err.contains("missing field `model`"), "{err}");
+        let none = json!({"model": "/m", "token": "<t>", "checkpoint_every": null});
+        let p: TrainParams = serde_json::from_value(none).unwrap();
+        assert_eq!(p.checkpoint_every, None);
     }
 }

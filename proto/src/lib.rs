@@ -4,7 +4,9 @@
 //! # Layout
 //! - `v1`: generated messages, the `Atelier` service (users) and `WorkerApi` (workers).
 //! - `kinds`: the `params:` of each job kind, validated by the coordinator, read by workers.
+//! - `artifact_name`: what an artifact may be called (checked on upload and on pull).
 
+pub mod artifact_name;
 pub mod kinds;
 
 #[allow(clippy::all, clippy::pedantic)]

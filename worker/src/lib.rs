@@ -5,10 +5,14 @@
 //! - `client`: the gRPC channel and which errors are worth a retry.
 //! - `resources`: GPUs (via `nvidia-smi`) and host name.
 //! - `jobs`: the job kinds and the context a running job gets.
-//! - `prepare`: turns a folder of images into a packed dataset (the `prepare` kind).
+//! - `prepare`: turns a folder of images into a packed dataset (the `prepare` kind),
+//!   and back into a folder for training.
+//! - `train`: a training run on the job's backend and its checkpoints as artifacts
+//!   (the `train` kind).
 
 pub mod agent;
 pub mod client;
 pub mod jobs;
 pub mod prepare;
 pub mod resources;
+pub mod train;

@@ -552,3 +552,73 @@ fn resolution_out_of_range_is_refused() {
         "resolution 0 is out of range (8..=4096)"
     );
 }
+
+#[test]
+fn unpack_gives_back_every_pixel_and_caption_in_packed_order() {
+    let run = run(&params(&fixture()));
+    let prepared = run.result.unwrap();
+    let manifest = &prepared.manifest;
+    let folder = TempDir::new().unwrap();
+    let unpacked = prepare::unpack(&prepared.dataset, folder.path(), &|| false).unwrap();
+    assert_eq!(&unpacked, manifest);
+
+    let packed = Packed::read(&prepared.dataset);
+    let tensors = packed.tensors();
+    let data = tensors.tensor("images").unwrap().data();
+    let image_len = (RES * RES * 3) as usize;
+    let mut expected_files = Vec::new();
+    for image in &manifest.images {
+        let png = prepare::image_path(folder.path(), image.index);
+        let name = png.file_name().unwrap().to_string_lossy().into_owned();
+        expected_files.push(name.clone());
+        let rgb = image::open(&png).unwrap().to_rgb8();
+        assert_eq!(rgb.dimensions(), (RES, RES));
+        assert_eq!(
+            rgb.as_raw().as_slice(),
+            &data[image.index * image_len..][..image_len],
+            "{name} ({}) is the packed image",
+            image.file
+        );
+        let txt = png.with_extension("txt");
+        match &image.caption {
+            Some(caption) => {
+                assert_eq!(&fs::read_to_string(&txt).unwrap(), caption);
+                expected_files.push(txt.file_name().unwrap().to_string_lossy().into_owned());
+            }
+            None => assert!(!txt.exists(), "{}", txt.display()),
+        }
+    }
+    assert!(
+        manifest.images.iter().any(|i| i.caption.is_some()),
+        "the fixture has captions"
+    );
+    expected_files.sort();
+    // Names sort in packed order, as the trainset reader sorts them.
+    assert_eq!(files_in(folder.path()), expected_files);
+}
+
+#[test]
+fn unpack_refuses_what_prepare_did_not_write() {
+    let run = run(&params(&fixture()));
+    let prepared = run.result.unwrap();
+    let folder = TempDir::new().unwrap();
+    // Cut short: the data no longer fills the tensor.
+    let bytes = fs::read(&prepared.dataset).unwrap();
+    let cut = folder.path().join("cut.safetensors");
+    fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+    let err = prepare::unpack(&cut, &folder.path().join("a"), &|| false).unwrap_err();
+    assert!(matches!(err, PrepareError::Dataset { .. }), "{err}");
+    assert!(err.to_string().contains("cut.safetensors"), "{err}");
+    // Another safetensors file.
+    let other = folder.path().join("other.safetensors");
+    let tensors = vec![(
+        "x",
+        safetensors::tensor::TensorView::new(Dtype::U8, vec![2], &[1u8, 2]).unwrap(),
+    )];
+    safetensors::serialize_to_file(tensors, None, &other).unwrap();
+    let err = prepare::unpack(&other, &folder.path().join("b"), &|| false).unwrap_err();
+    assert!(err.to_string().contains("format"), "{err}");
+    // Cancelled.
+    let err = prepare::unpack(&prepared.dataset, &folder.path().join("c"), &|| true).unwrap_err();
+    assert!(matches!(err, PrepareError::Cancelled), "{err}");
+}

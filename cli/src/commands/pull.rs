@@ -18,7 +18,7 @@ pub struct Args {
     /// Folder to write into (default: ./<job name>)
     #[arg(long, short)]
     pub output: Option<PathBuf>,
-    /// Only this artifact (by name)
+    /// Only this artifact (by name), or those in this folder (`checkpoint-200`)
     #[arg(long)]
     pub name: Option<String>,
     /// Print JSON
@@ -38,7 +38,11 @@ impl Args {
         let artifacts: Vec<v1::Artifact> = r
             .artifacts
             .into_iter()
-            .filter(|a| self.name.as_ref().is_none_or(|n| &a.name == n))
+            .filter(|a| {
+                self.name.as_ref().is_none_or(|n| {
+                    a.name == *n || a.name.starts_with(&format!("{}/", n.trim_end_matches('/')))
+                })
+            })
             .collect();
         if artifacts.is_empty() {
             return Err(CliError::new(
@@ -63,8 +67,17 @@ impl Args {
         let show_bar = std::io::stderr().is_terminal() && !self.json;
         let mut pulled = Vec::new();
         for a in &artifacts {
+            // Names are relative paths (`checkpoint-200/state.json`); refuse any that
+            // would leave `dir`, whatever the coordinator sent.
+            atelier_proto::artifact_name::check(&a.name)
+                .map_err(|e| CliError::failure(format!("job {job_id}: {e}; not written")))?;
             let dest = dir.join(&a.name);
-            let partial = dir.join(format!(".{}.partial", a.name));
+            let folder = dest.parent().unwrap_or(&dir).to_path_buf();
+            tokio::fs::create_dir_all(&folder).await.map_err(|e| {
+                CliError::failure(format!("cannot create `{}`: {e}", folder.display()))
+            })?;
+            let file_name = dest.file_name().unwrap_or_default().to_string_lossy();
+            let partial = folder.join(format!(".{file_name}.partial"));
             let bar = if show_bar {
                 ProgressBar::new(a.size)
             } else {

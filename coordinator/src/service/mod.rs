@@ -5,9 +5,14 @@ mod user;
 mod worker;
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use atelier_proto::v1;
+use futures::Stream;
+use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, RwLock};
+use tonic::{Response, Status};
 
 use crate::artifacts::BlobStore;
 use crate::config::CoordinatorConfig;
@@ -83,6 +88,45 @@ impl Coordinator {
     pub(crate) fn ttl_ms(&self) -> i64 {
         self.config.lease_ttl.as_millis() as i64
     }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// An artifact's bytes in chunks of [`CHUNK`], the first carrying its metadata;
+/// for users (`pull`) and workers (a job's inputs) alike.
+async fn download(
+    c: &Coordinator,
+    req: v1::DownloadRequest,
+) -> Result<Response<BoxStream<v1::DownloadChunk>>, Status> {
+    let row = match req.what {
+        Some(v1::download_request::What::ArtifactId(id)) => c.store.get_artifact(id).await?,
+        Some(v1::download_request::What::Sha256(sha)) => c.store.artifact_by_sha(&sha).await?,
+        None => return Err(Status::invalid_argument("no artifact given")),
+    };
+    let mut reader = c.blobs.open(&row.sha256).await?;
+    let meta = row.to_proto();
+    let stream = async_stream::try_stream! {
+        let mut first = Some(meta);
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let mut filled = 0;
+            while filled < CHUNK {
+                let n = reader.read(&mut buf[filled..]).await.map_err(|e| Status::internal(e.to_string()))?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 && first.is_none() {
+                break;
+            }
+            yield v1::DownloadChunk { artifact: first.take(), data: buf[..filled].to_vec() };
+            if filled < CHUNK {
+                break;
+            }
+        }
+    };
+    Ok(Response::new(Box::pin(stream)))
 }
 
 pub use user::AtelierService;

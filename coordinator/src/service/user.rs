@@ -1,22 +1,17 @@
 //! `Atelier`: what people and scripts call (through the CLI).
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use atelier_proto::v1::{self, atelier_server::Atelier};
-use futures::Stream;
-use tokio::io::AsyncReadExt;
 use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 
-use super::{Coordinator, CHUNK};
+use super::{download, BoxStream, Coordinator};
 use crate::clock::now_ms;
 use crate::scheduler::{explain_waiting, WorkerView};
 use crate::spec::{self, JobSpec, Requirements};
 use crate::store::{JobRow, Target, TERMINAL};
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 pub struct AtelierService {
     c: Arc<Coordinator>,
@@ -368,38 +363,6 @@ impl Atelier for AtelierService {
         &self,
         req: Request<v1::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        let row = match req.into_inner().what {
-            Some(v1::download_request::What::ArtifactId(id)) => {
-                self.c.store.get_artifact(id).await?
-            }
-            Some(v1::download_request::What::Sha256(sha)) => {
-                self.c.store.artifact_by_sha(&sha).await?
-            }
-            None => return Err(Status::invalid_argument("no artifact given")),
-        };
-        let mut reader = self.c.blobs.open(&row.sha256).await?;
-        let meta = row.to_proto();
-        let stream = async_stream::try_stream! {
-            let mut first = Some(meta);
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                let mut filled = 0;
-                while filled < CHUNK {
-                    let n = reader.read(&mut buf[filled..]).await.map_err(|e| Status::internal(e.to_string()))?;
-                    if n == 0 {
-                        break;
-                    }
-                    filled += n;
-                }
-                if filled == 0 && first.is_none() {
-                    break;
-                }
-                yield v1::DownloadChunk { artifact: first.take(), data: buf[..filled].to_vec() };
-                if filled < CHUNK {
-                    break;
-                }
-            }
-        };
-        Ok(Response::new(Box::pin(stream)))
+        download(&self.c, req.into_inner()).await
     }
 }

@@ -7,7 +7,7 @@ use atelier_proto::v1::{self, worker_api_server::WorkerApi};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Coordinator, WorkerShape};
+use super::{download, BoxStream, Coordinator, WorkerShape};
 use crate::events::{log_event, progress_event};
 use crate::scheduler::{Capacity, FreeGpu};
 use crate::store::workers::Registration;
@@ -255,16 +255,7 @@ impl WorkerApi for WorkerService {
             Some(Err(e)) => return Err(e),
             _ => return Err(Status::invalid_argument("an upload starts with its header")),
         };
-        if header.name.is_empty()
-            || header.name.contains('/')
-            || header.name.contains('\\')
-            || header.name.starts_with('.')
-        {
-            return Err(Status::invalid_argument(format!(
-                "artifact name `{}` must be a plain file name",
-                header.name
-            )));
-        }
+        atelier_proto::artifact_name::check(&header.name).map_err(Status::invalid_argument)?;
         self.c
             .store
             .check_lease(header.job_id, token(header.lease_token))
@@ -313,6 +304,40 @@ impl WorkerApi for WorkerService {
         Ok(Response::new(v1::UploadResponse {
             artifact: Some(row.to_proto()),
         }))
+    }
+
+    async fn job_inputs(
+        &self,
+        req: Request<v1::JobInputsRequest>,
+    ) -> Result<Response<v1::JobInputsResponse>, Status> {
+        let r = req.into_inner();
+        let inputs = self
+            .c
+            .store
+            .job_inputs(r.job_id, token(r.lease_token))
+            .await?;
+        Ok(Response::new(v1::JobInputsResponse {
+            needs: inputs
+                .needs
+                .into_iter()
+                .map(|n| v1::NeededJob {
+                    job_id: n.id,
+                    name: n.name,
+                    kind: n.kind,
+                    artifacts: n.artifacts.iter().map(|a| a.to_proto()).collect(),
+                })
+                .collect(),
+            own: inputs.own.iter().map(|a| a.to_proto()).collect(),
+        }))
+    }
+
+    type DownloadStream = BoxStream<v1::DownloadChunk>;
+
+    async fn download(
+        &self,
+        req: Request<v1::DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        download(&self.c, req.into_inner()).await
     }
 
     async fn complete(

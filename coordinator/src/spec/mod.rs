@@ -58,7 +58,13 @@
 //!
 //! **Limits.** Job names unique after expansion, `needs` without cycles, at most
 //! [`MAX_JOBS`] jobs, `requires.gpus` <= 64, `requires.gpu_mem_gb` >= 0,
-//! `requires.backend` one of `any`, `cpu`, `cuda`.
+//! `requires.backend` one of `any`, `cpu`, `cuda`. A `train` job without
+//! `params.trainset` needs exactly one `prepare` job (whose dataset it trains on); one
+//! with `params.backend: cuda` asks for a GPU (`requires.gpus` >= 1, backend not
+//! `cpu`).
+//!
+//! **Paths.** [`resolve_paths`] (called by `atelier submit`, which knows the file's
+//! folder) makes the folder params of [`PATH_PARAMS`] absolute and checks them.
 //!
 //! # Layout
 //! - `file`: the serde model of the file, and the merge of `defaults`.
@@ -194,46 +200,56 @@ pub fn parse_experiment(
     })
 }
 
-/// Makes the `trainset` of every `prepare` job absolute, against `base_dir` (the
-/// experiment file's folder) when relative, and checks that it is a directory. Errors
-/// name the job and both paths; their `file` is `base_dir`, as the spec does not keep
-/// its file name.
+/// The params that are folders the worker reads, by kind: made absolute by
+/// [`resolve_paths`].
+pub const PATH_PARAMS: &[(&str, &[&str])] = &[
+    ("prepare", &["trainset"]),
+    ("train", &["model", "trainset"]),
+];
+
+/// Makes the folder params of every job ([`PATH_PARAMS`]: a `prepare` job's
+/// `trainset`, a `train` job's `model` and `trainset`) absolute, against `base_dir`
+/// (the experiment file's folder) when relative, and checks that each is a
+/// directory. Errors name the job and both paths; their `file` is `base_dir`, as the
+/// spec does not keep its file name.
 pub fn resolve_paths(spec: &mut ExperimentSpec, base_dir: &Path) -> Result<(), SpecError> {
-    // Sweeps repeat one trainset in thousands of jobs: look each up once.
+    // Sweeps repeat one folder in thousands of jobs: look each up once.
     let mut resolved: HashMap<String, Result<String, String>> = HashMap::new();
     let file = base_dir.display().to_string();
     for job in &mut spec.jobs {
-        if job.kind != "prepare" {
-            continue;
-        }
-        let Some(trainset) = job.params.get("trainset").and_then(|v| v.as_str()) else {
+        let Some((_, keys)) = PATH_PARAMS.iter().find(|(kind, _)| *kind == job.kind) else {
             continue;
         };
-        let result = resolved
-            .entry(trainset.to_string())
-            .or_insert_with(|| resolve_dir(base_dir, trainset))
-            .clone();
-        match result {
-            Ok(absolute) => job.params["trainset"] = serde_json::Value::String(absolute),
-            Err(msg) => {
-                return Err(SpecError::new(
-                    &file,
-                    format!("job `{}`: params.trainset: {msg}", job.name),
-                )
-                .with_path("params.trainset")
-                .with_job(job.name.clone()))
+        for key in *keys {
+            let Some(path) = job.params.get(*key).and_then(|v| v.as_str()) else {
+                continue;
+            };
+            let result = resolved
+                .entry(path.to_string())
+                .or_insert_with(|| resolve_dir(base_dir, path))
+                .clone();
+            match result {
+                Ok(absolute) => job.params[*key] = serde_json::Value::String(absolute),
+                Err(msg) => {
+                    return Err(SpecError::new(
+                        &file,
+                        format!("job `{}`: params.{key}: {msg}", job.name),
+                    )
+                    .with_path(format!("params.{key}"))
+                    .with_job(job.name.clone()))
+                }
             }
         }
     }
     Ok(())
 }
 
-fn resolve_dir(base_dir: &Path, trainset: &str) -> Result<String, String> {
-    let joined = base_dir.join(trainset);
-    let shown = if Path::new(trainset).is_absolute() {
-        format!("`{trainset}`")
+fn resolve_dir(base_dir: &Path, path: &str) -> Result<String, String> {
+    let joined = base_dir.join(path);
+    let shown = if Path::new(path).is_absolute() {
+        format!("`{path}`")
     } else {
-        format!("`{trainset}` (`{}`)", joined.display())
+        format!("`{path}` (`{}`)", joined.display())
     };
     match std::fs::metadata(&joined) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

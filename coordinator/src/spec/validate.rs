@@ -67,6 +67,11 @@ pub(crate) fn validate_with(
             }
         }
     }
+    for (i, job) in jobs.iter().enumerate() {
+        check_dataset(job, jobs, &by_name).map_err(|(field, msg)| {
+            SpecError::for_job(file, &job.name, &origin(i), Some(&field), msg)
+        })?;
+    }
     if let Some(cycle) = find_cycle(jobs, &by_name) {
         let names: Vec<&str> = cycle.iter().map(|&i| jobs[i].name.as_str()).collect();
         let first = cycle[0];
@@ -170,6 +175,60 @@ fn check_job(job: &JobSpec) -> Result<(), (String, String)> {
         return Err((
             "requires.labels".into(),
             format!("empty label name `{key}`"),
+        ));
+    }
+    check_train_backend(job)
+}
+
+/// A `train` job without `params.trainset` trains on the dataset of the `prepare`
+/// job it needs: there must be exactly one. `needs` are known to name jobs of `jobs`.
+fn check_dataset(
+    job: &JobSpec,
+    jobs: &[JobSpec],
+    by_name: &HashMap<&str, usize>,
+) -> Result<(), (String, String)> {
+    if job.kind != "train" || job.params.get("trainset").is_some_and(|t| !t.is_null()) {
+        return Ok(());
+    }
+    let prepares: Vec<&str> = job
+        .needs
+        .iter()
+        .filter(|n| jobs[by_name[n.as_str()]].kind == "prepare")
+        .map(String::as_str)
+        .collect();
+    match prepares.len() {
+        1 => Ok(()),
+        0 => Err((
+            "params.trainset".into(),
+            "a train job needs a dataset: set `trainset` (a folder) or add the `prepare` job \
+             whose dataset it trains on to `needs:`"
+                .into(),
+        )),
+        _ => Err((
+            "needs".into(),
+            format!(
+                "a train job without `params.trainset` trains on the dataset of one `prepare` \
+                 job, but it needs {}: {}",
+                prepares.len(),
+                prepares.join(", ")
+            ),
+        )),
+    }
+}
+
+/// A `train` job on `cuda` must be given a GPU by the scheduler.
+fn check_train_backend(job: &JobSpec) -> Result<(), (String, String)> {
+    if job.kind != "train" || job.params.get("backend").and_then(|b| b.as_str()) != Some("cuda") {
+        return Ok(());
+    }
+    if job.requires.gpus == 0 || job.requires.backend == "cpu" {
+        return Err((
+            "params.backend".into(),
+            format!(
+                "cuda needs a GPU: add `requires: {{gpus: 1, backend: cuda}}` (it has gpus: {}, \
+                 backend: {})",
+                job.requires.gpus, job.requires.backend
+            ),
         ));
     }
     Ok(())

@@ -12,6 +12,7 @@ mod logs;
 mod rows;
 pub mod workers;
 
+pub use artifacts::{JobInputs, NeededJob};
 pub use jobs::{StateChange, Target, TERMINAL};
 pub use leases::{Capacity, LeaseGrant};
 pub use rows::{ArtifactRow, AttemptRow, ExperimentRow, GpuInfo, JobRow, LogRow, WorkerRow};

@@ -35,6 +35,9 @@ pub enum SdError {
     Scheduler(#[from] crate::schedulers::SchedulerError),
     #[error("{0}")]
     Invalid(String),
+    /// The caller's `on_step` asked to stop (`train::trainer::train_until`).
+    #[error("training stopped after step {step}, as asked")]
+    Stopped { step: usize },
 }
 
 impl SdError {

@@ -256,3 +256,48 @@ fn a_nan_loss_stops_with_the_step_named_and_keeps_the_checkpoints() {
         );
     }
 }
+
+#[test]
+fn on_step_can_stop_the_run_after_a_checkpoint() {
+    use atelier_sd::train::trainer::train_until;
+    use std::ops::ControlFlow;
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = config(Method::Lora);
+    cfg.steps = 4;
+    cfg.checkpoint_every = Some(2);
+    let mut seen = Vec::new();
+    let stopped = train_until::<Train>(
+        &fixture("tiny-sd"),
+        &demo(),
+        &cfg,
+        out.path(),
+        None,
+        &Default::default(),
+        |r| {
+            seen.push((r.step, r.checkpoint.clone()));
+            if r.step == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    )
+    .map(|_| ())
+    .unwrap_err();
+    assert!(
+        matches!(stopped, atelier_sd::SdError::Stopped { step: 2 }),
+        "{stopped}"
+    );
+    let checkpoint = out.path().join("checkpoint-2");
+    assert_eq!(seen, vec![(1, None), (2, Some(checkpoint.clone()))]);
+    // The folder is complete when the step is reported.
+    for name in [
+        "pytorch_lora_weights.safetensors",
+        "training.json",
+        "optimizer.safetensors",
+        "state.json",
+    ] {
+        assert!(checkpoint.join(name).is_file(), "{name}");
+    }
+    assert!(!out.path().join("pytorch_lora_weights.safetensors").exists());
+}

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use atelier_proto::v1;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{is_transient, Api, Backoff};
@@ -242,6 +243,156 @@ impl JobContext {
             .artifact
             .ok_or_else(|| tonic::Status::internal("upload answered without an artifact"))
     }
+}
+
+impl JobContext {
+    /// The artifacts this job may read: those of the jobs it needs, and its own
+    /// from earlier attempts. Retried while the coordinator is away.
+    pub async fn inputs(&self) -> Result<v1::JobInputsResponse, JobError> {
+        let mut backoff = Backoff::default();
+        loop {
+            if self.is_cancelled() {
+                return Err(JobError::permanent("cancelled"));
+            }
+            let req = v1::JobInputsRequest {
+                job_id: self.job.id,
+                lease_token: self.token,
+            };
+            match self.api.clone().job_inputs(req).await {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(e) if is_transient(&e) => {
+                    tracing::warn!(
+                        job = self.job.id,
+                        "listing the job's inputs failed: {}; retrying",
+                        e.message()
+                    );
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(e) => {
+                    return Err(JobError::permanent(format!(
+                        "listing the job's inputs refused: {}",
+                        e.message()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Downloads an artifact to `dest` (through a `.partial` file beside it),
+    /// retrying while the coordinator is away. The bytes must have the artifact's
+    /// size and sha256, or nothing is written and the error says
+    /// [`DownloadError::Corrupt`].
+    pub async fn download(
+        &self,
+        artifact: &v1::Artifact,
+        dest: &Path,
+    ) -> Result<(), DownloadError> {
+        let mut backoff = Backoff::default();
+        loop {
+            if self.is_cancelled() {
+                return Err(DownloadError::Failed(JobError::permanent(
+                    "cancelled during download",
+                )));
+            }
+            match self.download_once(artifact, dest).await {
+                Ok(()) => return Ok(()),
+                Err(Fetch::Rpc(e)) if is_transient(&e) => {
+                    tracing::warn!(
+                        job = self.job.id,
+                        "download of `{}` failed: {}; retrying",
+                        artifact.name,
+                        e.message()
+                    );
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(Fetch::Rpc(e)) => {
+                    return Err(DownloadError::Failed(JobError::permanent(format!(
+                        "download of artifact `{}` of job {} refused: {}",
+                        artifact.name,
+                        artifact.job_id,
+                        e.message()
+                    ))))
+                }
+                Err(Fetch::Io(e)) => {
+                    return Err(DownloadError::Failed(JobError::retryable(format!(
+                        "writing `{}`: {e}",
+                        dest.display()
+                    ))))
+                }
+                Err(Fetch::Corrupt(message)) => return Err(DownloadError::Corrupt(message)),
+            }
+        }
+    }
+
+    async fn download_once(&self, artifact: &v1::Artifact, dest: &Path) -> Result<(), Fetch> {
+        let name = dest.file_name().unwrap_or_default().to_string_lossy();
+        let partial = dest.with_file_name(format!(".{name}.partial"));
+        let req = v1::DownloadRequest {
+            what: Some(v1::download_request::What::ArtifactId(artifact.id)),
+        };
+        let mut stream = self
+            .api
+            .clone()
+            .download(req)
+            .await
+            .map_err(Fetch::Rpc)?
+            .into_inner();
+        let mut file = tokio::fs::File::create(&partial).await.map_err(Fetch::Io)?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let streamed = async {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(Fetch::Rpc)?;
+                hasher.update(&chunk.data);
+                size += chunk.data.len() as u64;
+                file.write_all(&chunk.data).await.map_err(Fetch::Io)?;
+            }
+            file.flush().await.map_err(Fetch::Io)
+        }
+        .await;
+        drop(file);
+        let sha = hex::encode(hasher.finalize());
+        let checked = streamed.and_then(|()| {
+            if sha == artifact.sha256 && size == artifact.size {
+                Ok(())
+            } else {
+                Err(Fetch::Corrupt(format!(
+                    "artifact `{}` of job {}: the {size} bytes received have sha256 {sha}, \
+                     expected {} bytes with sha256 {}",
+                    artifact.name, artifact.job_id, artifact.size, artifact.sha256
+                )))
+            }
+        });
+        if let Err(e) = checked {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(e);
+        }
+        tokio::fs::rename(&partial, dest).await.map_err(Fetch::Io)
+    }
+}
+
+/// Why [`JobContext::download`] wrote nothing.
+#[derive(Debug)]
+pub enum DownloadError {
+    /// The bytes do not match the artifact's sha256 or size.
+    Corrupt(String),
+    /// Anything else: refused, cancelled, or the local disk.
+    Failed(JobError),
+}
+
+impl DownloadError {
+    pub fn into_job_error(self) -> JobError {
+        match self {
+            DownloadError::Corrupt(message) => JobError::permanent(message),
+            DownloadError::Failed(e) => e,
+        }
+    }
+}
+
+enum Fetch {
+    Rpc(tonic::Status),
+    Io(std::io::Error),
+    Corrupt(String),
 }
 
 pub async fn file_sha256(path: &Path) -> std::io::Result<(String, u64)> {

@@ -1,17 +1,20 @@
-//! Job kinds and what a running job can do: log, report progress, upload artifacts,
-//! and notice that it was cancelled.
+//! Job kinds and what a running job can do: log, report progress, read the
+//! artifacts of the jobs it needs (and its own from earlier attempts), upload
+//! artifacts, and notice that it was cancelled.
 
 mod context;
 mod noop;
 mod prepare_job;
+mod train_job;
 
-pub use context::{JobContext, JobError};
+pub use context::{DownloadError, JobContext, JobError};
 
 /// Runs the job's kind to completion; the value is the job's result document.
 pub async fn run(ctx: &JobContext) -> Result<serde_json::Value, JobError> {
     match ctx.job.kind.as_str() {
         "noop" => noop::run(ctx).await,
         "prepare" => prepare_job::run(ctx).await,
+        "train" => train_job::run(ctx).await,
         other => Err(JobError::permanent(format!(
             "this worker (version {}) does not know job kind `{other}`",
             env!("CARGO_PKG_VERSION")

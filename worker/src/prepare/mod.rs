@@ -9,6 +9,7 @@
 //! - `decode`: one file to a square RGB8 picture
 //! - `manifest`: what was packed, rejected and left out as duplicate
 //! - `pack`: writes `dataset.safetensors` with bounded memory
+//! - `unpack`: reads it back into a folder of PNG files and captions (for training)
 //!
 //! The API is synchronous and blocking; the agent runs it in `spawn_blocking`.
 
@@ -16,6 +17,7 @@ mod decode;
 mod manifest;
 mod pack;
 mod scan;
+mod unpack;
 
 use std::collections::HashMap;
 use std::fs;
@@ -26,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 pub use manifest::{Duplicate, Manifest, ManifestImage, Rejected, FORMAT};
 pub use pack::TENSOR;
+pub use unpack::{image_path, unpack};
 
 /// File names inside the output folder.
 pub const DATASET_FILE: &str = "dataset.safetensors";
@@ -97,6 +100,8 @@ pub enum PrepareError {
     Manifest(serde_json::Error),
     #[error("failed to build the safetensors header: {0}")]
     Header(String),
+    #[error("`{}` is not a dataset `prepare` wrote: {message}", .path.display())]
+    Dataset { path: PathBuf, message: String },
 }
 
 /// The folder holding a trainset's images: `trainset/images/` if that is a folder,

@@ -6,6 +6,7 @@
 //! noise, the diffusion noise, timesteps) comes from one seeded ChaCha generator,
 //! so a run is reproducible from its seed.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -39,6 +40,8 @@ pub struct StepReport {
     pub loss: f64,
     /// Seconds since training started (class images excluded).
     pub seconds: f64,
+    /// The checkpoint folder written after this step, complete, if one was due.
+    pub checkpoint: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +76,24 @@ pub fn train_from<B: AutodiffBackend>(
     resume: Option<&Path>,
     device: &B::Device,
     mut on_step: impl FnMut(&StepReport),
+) -> Result<TrainOutcome> {
+    train_until::<B>(model, trainset, config, out, resume, device, |report| {
+        on_step(report);
+        ControlFlow::Continue(())
+    })
+}
+
+/// Like [`train_from`], where `on_step` decides whether to go on: `Break` ends the
+/// run after that step (and its checkpoint, if one was due) with
+/// [`SdError::Stopped`]; a job system uses it to honour a cancel.
+pub fn train_until<B: AutodiffBackend>(
+    model: &Path,
+    trainset: &Path,
+    config: &TrainConfig,
+    out: &Path,
+    resume: Option<&Path>,
+    device: &B::Device,
+    mut on_step: impl FnMut(&StepReport) -> ControlFlow<()>,
 ) -> Result<TrainOutcome> {
     config
         .validate()
@@ -272,13 +293,7 @@ pub fn train_from<B: AutodiffBackend>(
             }
         }
         losses.push(value);
-        on_step(&StepReport {
-            step,
-            steps,
-            loss: value,
-            seconds: started.elapsed().as_secs_f64(),
-        });
-        if config
+        let checkpoint = if config
             .checkpoint_every
             .is_some_and(|every| step % every == 0 && step < steps)
         {
@@ -298,6 +313,19 @@ pub fn train_from<B: AutodiffBackend>(
                 None => checkpoint::save(&dir, &unet, &optimizer, &state)?,
                 Some(_) => checkpoint::save(&dir, &text, &optimizer, &state)?,
             }
+            Some(dir)
+        } else {
+            None
+        };
+        let flow = on_step(&StepReport {
+            step,
+            steps,
+            loss: value,
+            seconds: started.elapsed().as_secs_f64(),
+            checkpoint,
+        });
+        if flow.is_break() {
+            return Err(SdError::Stopped { step });
         }
     }
 
