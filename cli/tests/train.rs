@@ -101,6 +101,71 @@ fn lora_run_writes_diffusers_weights_a_summary_and_a_loss_curve() {
 }
 
 #[test]
+fn schedule_accumulation_dropout_flags_and_a_kohya_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let out = atelier(&[
+        "train",
+        "--model",
+        tiny_sd().to_str().unwrap(),
+        "--trainset",
+        demo_images().to_str().unwrap(),
+        "--token",
+        "<demo-style>",
+        "--steps",
+        "2",
+        "--resolution",
+        "64",
+        "--rank",
+        "2",
+        "--alpha",
+        "3",
+        "--lr-scheduler",
+        "cosine",
+        "--lr-warmup-steps",
+        "1",
+        "--grad-accum",
+        "2",
+        "--lora-dropout",
+        "0.1",
+        "--kohya",
+        "-o",
+        out_dir.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["steps"], 2);
+    assert_eq!(report["config"]["lr_scheduler"], "cosine");
+    assert_eq!(report["config"]["lr_warmup_steps"], 1);
+    assert_eq!(report["config"]["gradient_accumulation_steps"], 2);
+    assert_eq!(report["config"]["lora_dropout"], 0.1);
+    // 128 adapted layers: down, up and alpha each, under kohya's names.
+    let kohya = out_dir.join("pytorch_lora_weights_kohya.safetensors");
+    let names = tensors(&kohya);
+    assert_eq!(names.len(), 3 * 128);
+    let layer = "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_attn2_to_out_0";
+    for (suffix, shape) in [
+        (".alpha", vec![]),
+        (".lora_down.weight", vec![2, 8]),
+        (".lora_up.weight", vec![8, 2]),
+    ] {
+        let name = format!("{layer}{suffix}");
+        assert!(names.contains(&(name.clone(), shape)), "{name}: {names:?}");
+    }
+    let files: Vec<&str> = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("_kohya.safetensors")),
+        "{files:?}"
+    );
+}
+
+#[test]
 fn textual_inversion_from_a_yaml_file_with_a_flag_over_it() {
     let dir = tempfile::tempdir().unwrap();
     // Paths in the file are relative to its folder.
@@ -208,6 +273,10 @@ fn bad_settings_are_refused_before_loading_anything() {
             "class_prompt",
         ),
         (&[][..], "--token"),
+        (
+            &["--token", "<t>", "--lr-warmup-steps", "5"][..],
+            "needs a schedule with warm-up",
+        ),
     ] {
         let out = common(extra);
         assert_eq!(out.status.code(), Some(3), "{extra:?}: {}", stderr(&out));
@@ -218,6 +287,13 @@ fn bad_settings_are_refused_before_loading_anything() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("lora, dreambooth or ti"),
+        "{}",
+        stderr(&out)
+    );
+    let out = common(&["--token", "<t>", "--lr-scheduler", "step"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("constant, constant_with_warmup, linear or cosine"),
         "{}",
         stderr(&out)
     );

@@ -58,7 +58,8 @@ pub enum Command {
     /// Generate an image from a prompt with a diffusers model folder
     Generate(generate::Args),
     /// Fine-tune a model folder on a folder of images: LoRA, DreamBooth-LoRA or textual inversion
-    Train(train::Args),
+    // Boxed: its many flags would make every other variant as large.
+    Train(Box<train::Args>),
     /// Make a model folder with random weights, or inspect one
     #[command(subcommand)]
     Model(model::Model),

@@ -15,6 +15,7 @@ use std::time::Instant;
 use atelier_sd::backend::BackendKind;
 use atelier_sd::precision::Precision;
 use atelier_sd::train::config::{Method, TrainConfig};
+use atelier_sd::train::schedule::LrScheduler;
 use atelier_sd::train::trainer::{train_from, StepReport, TrainOutcome};
 use atelier_sd::SdError;
 use burn::tensor::backend::AutodiffBackend;
@@ -29,13 +30,16 @@ use crate::settings::Settings;
 #[derive(clap::Args, Debug, Default)]
 #[command(after_help = "\
 Defaults are the study's LoRA runs: rank 4, alpha 4, lr 5e-4 constant, AdamW, grad-norm \
-clip 1.0, batch 1, 512 px centre crops, 200 steps. A trainset is a folder of images (or a \
-folder with an `images/` sub-folder); `name.txt` beside `name.png` is that image's caption, \
-else the caption template is used (textual inversion draws from style templates).
+clip 1.0, batch 1, 512 px centre crops, 200 steps. With --grad-accum N a step sums the \
+gradients of N batches (the loss shown is their mean); --steps counts optimizer steps. A \
+trainset is a folder of images (or a folder with an `images/` sub-folder); `name.txt` beside \
+`name.png` is that image's caption, else the caption template is used (textual inversion \
+draws from style templates).
 
 Example:
   atelier train --method lora --model ./sd15 --trainset trainsets/demo --token '<demo-style>' -o out/demo
-  atelier train --from run.yaml --steps 50    # the file's settings, 50 steps")]
+  atelier train --from run.yaml --steps 50    # the file's settings, 50 steps
+  atelier train ... --lr-scheduler cosine --lr-warmup-steps 20 --grad-accum 4 --kohya")]
 pub struct Args {
     /// YAML file with the run's settings (training fields and model, trainset, output, backend); flags override it
     #[arg(long, value_name = "FILE.yaml")]
@@ -55,15 +59,30 @@ pub struct Args {
     /// Optimizer steps [default: 200]
     #[arg(long, value_name = "N")]
     pub steps: Option<usize>,
-    /// Learning rate, constant [default: 5e-4]
+    /// Learning rate (the schedule's peak) [default: 5e-4]
     #[arg(long, value_name = "F")]
     pub lr: Option<f64>,
+    /// constant, constant_with_warmup, linear or cosine (diffusers' schedules, decaying to 0 at the last step) [default: constant]
+    #[arg(long, value_name = "NAME")]
+    pub lr_scheduler: Option<LrScheduler>,
+    /// Steps over which the learning rate rises linearly from 0 (needs a schedule with warm-up) [default: 0]
+    #[arg(long, value_name = "N")]
+    pub lr_warmup_steps: Option<usize>,
+    /// Micro-batches per optimizer step, gradients summed: batch B x N for the memory of B [default: 1]
+    #[arg(long, value_name = "N")]
+    pub grad_accum: Option<usize>,
     /// LoRA rank [default: 4]
     #[arg(long, value_name = "R")]
     pub rank: Option<usize>,
     /// LoRA alpha; the update is scaled by alpha / rank [default: 4]
     #[arg(long, value_name = "A")]
     pub alpha: Option<f64>,
+    /// LoRA dropout: probability of zeroing each input element of the adapters while training (peft's lora_dropout) [default: 0]
+    #[arg(long, value_name = "P")]
+    pub lora_dropout: Option<f64>,
+    /// Also write pytorch_lora_weights_kohya.safetensors (kohya / A1111 keys) beside the diffusers file
+    #[arg(long)]
+    pub kohya: bool,
     /// Training image side in pixels, a multiple of 8 [default: 512]
     #[arg(long, value_name = "PX")]
     pub resolution: Option<usize>,
@@ -213,11 +232,26 @@ impl Args {
         if let Some(v) = self.lr {
             config.lr = v;
         }
+        if let Some(v) = self.lr_scheduler {
+            config.lr_scheduler = v;
+        }
+        if let Some(v) = self.lr_warmup_steps {
+            config.lr_warmup_steps = v;
+        }
+        if let Some(v) = self.grad_accum {
+            config.gradient_accumulation_steps = v;
+        }
         if let Some(v) = self.rank {
             config.rank = v;
         }
         if let Some(v) = self.alpha {
             config.alpha = v;
+        }
+        if let Some(v) = self.lora_dropout {
+            config.lora_dropout = v;
+        }
+        if self.kohya {
+            config.kohya_file = true;
         }
         if let Some(v) = self.resolution {
             config.resolution = v;
@@ -556,9 +590,10 @@ impl Progress {
             0.0
         };
         let message = format!(
-            "loss {:.4} avg {:.4}  {}  eta {}",
+            "loss {:.4} avg {:.4} lr {:.1e}  {}  eta {}",
             report.loss,
             mean,
+            report.lr,
             speed(rate),
             duration_ms((left * 1000.0) as i64)
         );
@@ -646,6 +681,95 @@ mod tests {
         assert_eq!(run.model, dir.path().join("sd"));
         assert_eq!(run.trainset, dir.path().join("set"));
         assert_eq!(run.output, dir.path().join("out"));
+    }
+
+    #[test]
+    fn schedule_accumulation_dropout_and_kohya_from_the_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "run.yaml",
+            "token: <x-style>\nsteps: 40\nlr_scheduler: cosine\nlr_warmup_steps: 5\n\
+             gradient_accumulation_steps: 2\nlora_dropout: 0.1\nkohya_file: true\n\
+             model: .\ntrainset: .\noutput: out\n",
+        );
+        let run = Args {
+            from: Some(file.clone()),
+            ..Args::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(run.config.lr_scheduler, LrScheduler::Cosine);
+        assert_eq!(run.config.lr_warmup_steps, 5);
+        assert_eq!(run.config.gradient_accumulation_steps, 2);
+        assert_eq!(run.config.lora_dropout, 0.1);
+        assert!(run.config.kohya_file);
+        let run = Args {
+            from: Some(file),
+            lr_scheduler: Some(LrScheduler::Linear),
+            lr_warmup_steps: Some(0),
+            grad_accum: Some(4),
+            lora_dropout: Some(0.0),
+            ..Args::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(run.config.lr_scheduler, LrScheduler::Linear);
+        assert_eq!(run.config.lr_warmup_steps, 0);
+        assert_eq!(run.config.gradient_accumulation_steps, 4);
+        assert_eq!(run.config.lora_dropout, 0.0);
+        assert!(run.config.kohya_file, "the file's kohya_file stays");
+
+        let base = || Args {
+            model: Some(dir.path().to_path_buf()),
+            trainset: Some(dir.path().to_path_buf()),
+            output: Some(dir.path().join("out")),
+            token: Some("<t>".into()),
+            ..Args::default()
+        };
+        for (args, needle) in [
+            (
+                Args {
+                    lr_warmup_steps: Some(10),
+                    ..base()
+                },
+                "`lr_warmup_steps` 10 needs a schedule with warm-up",
+            ),
+            (
+                Args {
+                    lr_scheduler: Some(LrScheduler::Linear),
+                    lr_warmup_steps: Some(500),
+                    ..base()
+                },
+                "`lr_warmup_steps` 500 is longer",
+            ),
+            (
+                Args {
+                    grad_accum: Some(0),
+                    ..base()
+                },
+                "`gradient_accumulation_steps` must be at least 1",
+            ),
+            (
+                Args {
+                    lora_dropout: Some(1.0),
+                    ..base()
+                },
+                "`lora_dropout` must be at least 0 and below 1",
+            ),
+            (
+                Args {
+                    method: Some(Method::Ti),
+                    kohya: true,
+                    ..base()
+                },
+                "`kohya_file` is for LoRA and DreamBooth",
+            ),
+        ] {
+            let err = args.resolve().unwrap_err();
+            assert_eq!(err.exit, crate::error::Exit::Invalid, "{}", err.message);
+            assert!(err.message.contains(needle), "{needle}: {}", err.message);
+        }
     }
 
     #[test]

@@ -40,10 +40,19 @@ pub struct TrainParams {
     pub steps: usize,
     #[serde(default = "default_lr")]
     pub lr: f64,
+    /// `constant`, `constant_with_warmup`, `linear` or `cosine` (diffusers' names).
+    #[serde(default = "default_lr_scheduler")]
+    pub lr_scheduler: String,
+    #[serde(default)]
+    pub lr_warmup_steps: usize,
+    #[serde(default = "default_one")]
+    pub gradient_accumulation_steps: usize,
     #[serde(default = "default_rank")]
     pub rank: usize,
     #[serde(default = "default_alpha")]
     pub alpha: f64,
+    #[serde(default)]
+    pub lora_dropout: f64,
     #[serde(default = "default_resolution")]
     pub resolution: usize,
     #[serde(default = "default_one")]
@@ -75,6 +84,24 @@ pub struct TrainParams {
     pub random_flip: bool,
     #[serde(default = "default_true")]
     pub center_crop: bool,
+    /// Frozen weights' dtype: `f32`, or `bf16`/`f16` with `backend: cuda`.
+    #[serde(default = "default_precision")]
+    pub precision: String,
+    /// Also write `pytorch_lora_weights_kohya.safetensors` (kohya / A1111 keys).
+    #[serde(default)]
+    pub kohya_file: bool,
+}
+
+/// `TrainParams::lr_scheduler` values.
+pub const LR_SCHEDULERS: &[&str] = &["constant", "constant_with_warmup", "linear", "cosine"];
+/// `TrainParams::precision` values.
+pub const PRECISIONS: &[&str] = &["f32", "bf16", "f16"];
+
+fn default_lr_scheduler() -> String {
+    "constant".into()
+}
+fn default_precision() -> String {
+    "f32".into()
 }
 
 /// The fields of [`TrainParams`] that are not training settings.
@@ -160,6 +187,32 @@ impl TrainParams {
                 "`backend` `{}` is not one of {}",
                 self.backend,
                 TRAIN_BACKENDS.join(", ")
+            ));
+        }
+        for (name, value, allowed) in [
+            ("lr_scheduler", &self.lr_scheduler, LR_SCHEDULERS),
+            ("precision", &self.precision, PRECISIONS),
+        ] {
+            if !allowed.contains(&value.as_str()) {
+                return Err(format!(
+                    "`{name}` `{value}` is not one of {}",
+                    allowed.join(", ")
+                ));
+            }
+        }
+        if self.precision != "f32" && self.backend != "cuda" {
+            return Err(format!(
+                "`precision` `{}` needs `backend: cuda` (the CPU backend computes in f32)",
+                self.precision
+            ));
+        }
+        if self.gradient_accumulation_steps == 0 {
+            return Err("`gradient_accumulation_steps` must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.lora_dropout) {
+            return Err(format!(
+                "`lora_dropout` must be in [0, 1), not {}",
+                self.lora_dropout
             ));
         }
         if !METHODS.contains(&self.method.as_str()) {

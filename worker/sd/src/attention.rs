@@ -8,7 +8,9 @@ use burn::nn::{GroupNorm, LayerNorm, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::layers::{conv2d, gelu_exact, group_norm, layer_norm, linear};
 use crate::precision::{in_f32, NormF32};
@@ -31,7 +33,7 @@ pub struct Attention<B: Backend> {
     pub heads: usize,
 }
 
-/// A low-rank pair: x -> up(down(x)) * scale, scale = alpha / rank.
+/// A low-rank pair: x -> up(down(dropout(x))) * scale, scale = alpha / rank.
 #[derive(Module, Debug)]
 pub struct LoraAdapter<B: Backend> {
     /// [in, rank] in burn's layout (PyTorch: `lora.down.weight` [rank, in]).
@@ -40,11 +42,58 @@ pub struct LoraAdapter<B: Backend> {
     pub up: Linear<B>,
     #[module(skip)]
     pub scale: f64,
+    /// Training with `lora_dropout`: the mask of the next forward pass. None: no
+    /// dropout (inference, or a run without it).
+    #[module(skip)]
+    pub dropout: Option<LoraDropout>,
 }
 
 impl<B: Backend> LoraAdapter<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let x = match &self.dropout {
+            Some(dropout) => dropout.apply(x),
+            None => x,
+        };
         self.up.forward(self.down.forward(x)) * self.scale
+    }
+}
+
+/// peft's `lora_dropout` (`nn.Dropout` on the input of `lora_A` only): each element
+/// is zeroed with probability `p` and the others scaled by 1 / (1 - p). The mask is
+/// drawn on the CPU from `seed`, which the trainer takes from its own generator
+/// before each forward pass: burn's `Dropout` draws from the backend's global
+/// generator, which every thread shares, so two runs side by side (or a resumed
+/// run, which cannot restore it) would not see the same masks. The same seed and
+/// shape give the same mask on every backend.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoraDropout {
+    pub p: f64,
+    pub seed: u64,
+}
+
+impl LoraDropout {
+    /// The mask's values: 0 or 1 / (1 - p), as torch's dropout multiplies.
+    pub fn mask(&self, len: usize) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        // An element is dropped when a uniform u32 falls below p * 2^32.
+        let threshold = (self.p * 4_294_967_296.0).round() as u64;
+        let kept = 1.0 / (1.0 - self.p as f32);
+        (0..len)
+            .map(|_| {
+                if u64::from(rng.next_u32()) < threshold {
+                    0.0
+                } else {
+                    kept
+                }
+            })
+            .collect()
+    }
+
+    pub fn apply<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let shape = x.shape();
+        let mask = self.mask(shape.num_elements());
+        let mask = Tensor::<B, D>::from_data(TensorData::new(mask, shape), &x.device());
+        x * mask
     }
 }
 
@@ -313,5 +362,74 @@ impl<B: Backend> Transformer2DModel<B> {
             }
         };
         out + residual
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::{Param, ParamId};
+    use burn::nn::LinearConfig;
+
+    type Cpu = burn::backend::NdArray<f32>;
+
+    fn linear(values: Vec<f32>, d_in: usize, d_out: usize) -> Linear<Cpu> {
+        let device = Default::default();
+        let mut l = LinearConfig::new(d_in, d_out)
+            .with_bias(false)
+            .init::<Cpu>(&device);
+        l.weight = Param::initialized(
+            ParamId::new(),
+            Tensor::from_data(TensorData::new(values, [d_in, d_out]), &device),
+        );
+        l
+    }
+
+    /// down sums the 6 inputs into rank 1, up copies it to 3 outputs: every output
+    /// of a row is the sum of that row's kept inputs.
+    fn summing_adapter(dropout: Option<LoraDropout>) -> LoraAdapter<Cpu> {
+        LoraAdapter {
+            down: linear(vec![1.0; 6], 6, 1),
+            up: linear(vec![1.0; 3], 1, 3),
+            scale: 1.0,
+            dropout,
+        }
+    }
+
+    fn rows(adapter: &LoraAdapter<Cpu>) -> Vec<f32> {
+        let x = Tensor::<Cpu, 3>::ones([2, 50, 6], &Default::default());
+        adapter.forward(x).into_data().into_vec().unwrap()
+    }
+
+    #[test]
+    fn dropout_masks_the_adapter_input_from_its_seed() {
+        let none = rows(&summing_adapter(None));
+        assert!(
+            none.iter().all(|&v| v == 6.0),
+            "no dropout: every input counts"
+        );
+
+        let dropout = LoraDropout { p: 0.25, seed: 3 };
+        let out = rows(&summing_adapter(Some(dropout)));
+        assert_eq!(
+            out,
+            rows(&summing_adapter(Some(dropout))),
+            "same seed, same mask"
+        );
+        let other = rows(&summing_adapter(Some(LoraDropout { p: 0.25, seed: 4 })));
+        assert_ne!(out, other);
+        // The mask is on the input of `down` (peft's lora_A), not on the output:
+        // the three outputs of a row are equal, the kept inputs scaled by 1 / 0.75.
+        let mask = dropout.mask(2 * 50 * 6);
+        for (row, outputs) in out.chunks(3).enumerate() {
+            let kept: f32 = mask[row * 6..row * 6 + 6].iter().sum();
+            assert!(
+                outputs.iter().all(|&v| (v - kept).abs() < 1e-5),
+                "{outputs:?}"
+            );
+        }
+        let dropped = mask.iter().filter(|&&m| m == 0.0).count() as f64 / mask.len() as f64;
+        assert!((dropped - 0.25).abs() < 0.06, "dropped {dropped}");
+        assert!(mask.iter().all(|&m| m == 0.0 || m == (1.0f32 / 0.75f32)));
     }
 }

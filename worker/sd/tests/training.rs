@@ -67,9 +67,12 @@ mod golden {
     use atelier_sd::train::adapters::{
         adapter_grads, adapter_tensors, add_unet_lora, set_adapter_tensors, LoraShape,
     };
-    use atelier_sd::train::step::{diffusion_loss, encode_latents};
+    use atelier_sd::train::step::{
+        accumulate, diffusion_loss, encode_latents, micro_batch_gradients,
+    };
     use atelier_sd::weights::SafetensorsFile;
     use burn::module::{Module, Param, ParamId};
+    use burn::optim::GradientsParams;
     use burn::tensor::{DType, ElementConversion, FloatDType, Int, Tensor, TensorData};
 
     use super::common::{fixture, fixtures};
@@ -293,7 +296,7 @@ mod golden {
                 );
                 assert_relative("prior loss", scalar(prior), fx.f32s("prior_loss")[k - 1]);
             }
-            let grads = loss.total.backward();
+            let grads = GradientsParams::from_grads(loss.total.backward(), &unet);
             if k == 1 {
                 let err = compare(
                     &format!("{method} step-1 gradients"),
@@ -341,6 +344,118 @@ mod golden {
     #[test]
     fn dreambooth_steps_with_prior_preservation_match() {
         lora_run("dreambooth", Some(1.0), None);
+    }
+
+    /// ||a - b|| / ||b|| over tensors named alike, in the same order.
+    fn relative_difference(
+        a: &[(String, Vec<usize>, Vec<f32>)],
+        b: &[(String, Vec<usize>, Vec<f32>)],
+    ) -> f64 {
+        assert_eq!(a.len(), b.len());
+        let (mut diff, mut norm) = (0.0f64, 0.0f64);
+        for ((name_a, shape_a, a), (name_b, shape_b, b)) in a.iter().zip(b) {
+            assert_eq!((name_a, shape_a), (name_b, shape_b));
+            for (x, y) in a.iter().zip(b) {
+                diff += ((x - y) as f64).powi(2);
+                norm += (*y as f64).powi(2);
+            }
+        }
+        (diff / norm).sqrt()
+    }
+
+    /// Gradient accumulation as the trainer does it: two micro-batches of one
+    /// example each (loss / 2, gradients summed) against the batch of both, with
+    /// the same images, noise and timesteps (diffusers' batch-2 fixture), for three
+    /// AdamW steps with the global clip. Gradients and adapters agree to float
+    /// rounding, and the accumulated run stays within the golden tolerance of
+    /// diffusers' batch-2 run.
+    #[test]
+    fn two_accumulated_micro_batches_equal_the_batch_of_two() {
+        let fx = Fixture::open("lora");
+        let device = Default::default();
+        let folder = ModelFolder::open(fixture("tiny-sd"), Variant::Auto).unwrap();
+        let vae = folder.load_vae::<Train>(&device).unwrap().no_grad();
+        let text = folder
+            .load_text_encoder::<Train>(&device)
+            .unwrap()
+            .no_grad();
+        let ddpm = Ddpm::new(&folder.scheduler_config().unwrap()).unwrap();
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+        let shape = LoraShape {
+            rank: 2,
+            alpha: 4.0,
+        };
+        let (unet, _) = add_unet_lora(
+            folder.load_unet::<Train>(&device).unwrap(),
+            shape,
+            &mut rng,
+            &device,
+        );
+        let mut whole = set_adapter_tensors(unet, &fx.with_prefix("init.")).unwrap();
+        let mut split = whole.clone();
+        let adamw = AdamWConfig {
+            lr: 1e-3,
+            ..AdamWConfig::default()
+        };
+        let mut whole_optimizer = AdamW::<Train>::new(adamw);
+        let mut split_optimizer = AdamW::<Train>::new(adamw);
+        let pixels = fx.pixel_values(false);
+        let context = text.forward(fx.input_ids()).detach();
+        const ROUNDING: f64 = 1e-6;
+        for k in 1..=3 {
+            let (vae_noise, noise, timesteps) = fx.step_draws(k);
+            assert_eq!(timesteps.len(), 2, "the fixture's batch is two");
+            let latents = encode_latents(&vae, pixels.clone(), vae_noise.clone(), 0.18215);
+            let loss = diffusion_loss(
+                &whole,
+                &ddpm,
+                latents,
+                noise.clone(),
+                &timesteps,
+                &context,
+                None,
+            );
+            let batch_grads = micro_batch_gradients(loss.total, 1, &whole);
+            let mut summed = None;
+            for i in 0..2 {
+                let one = |t: &Tensor<Train, 4>| t.clone().narrow(0, i, 1);
+                let latents = encode_latents(&vae, one(&pixels), one(&vae_noise), 0.18215);
+                let loss = diffusion_loss(
+                    &split,
+                    &ddpm,
+                    latents,
+                    one(&noise),
+                    &timesteps[i..i + 1],
+                    &context.clone().narrow(0, i, 1),
+                    None,
+                );
+                let micro = micro_batch_gradients(loss.total, 2, &split);
+                summed = Some(accumulate(summed, micro, &split));
+            }
+            let summed = summed.unwrap();
+            let err = relative_difference(
+                &adapter_grads(&split, &summed),
+                &adapter_grads(&whole, &batch_grads),
+            );
+            eprintln!("step {k}: accumulated gradients vs batch of two: relative {err:e}");
+            assert!(err <= ROUNDING, "step {k}: gradients differ by {err:e}");
+            let (next, whole_report) = whole_optimizer.step(whole, &batch_grads);
+            whole = next;
+            let (next, split_report) = split_optimizer.step(split, &summed);
+            split = next;
+            let norm_err =
+                (split_report.grad_norm - whole_report.grad_norm).abs() / whole_report.grad_norm;
+            assert!(norm_err <= ROUNDING, "step {k}: grad norms {norm_err:e}");
+            let err = relative_difference(&adapter_tensors(&split), &adapter_tensors(&whole));
+            eprintln!("step {k}: adapters after the update: relative {err:e}");
+            assert!(err <= ROUNDING, "step {k}: adapters differ by {err:e}");
+        }
+        let err = compare(
+            "accumulated adapters after 3 steps vs diffusers' batch of two",
+            &adapter_tensors(&split),
+            &fx.with_prefix("final."),
+        );
+        assert!(err <= relative() as f64, "off by {err:e}");
     }
 
     #[test]
@@ -413,7 +528,7 @@ mod golden {
                 scalar(&loss.total),
                 losses[k - 1],
             );
-            let grads = loss.total.backward();
+            let raw = loss.total.backward();
             if k == 1 {
                 let grad = text
                     .text_model
@@ -421,7 +536,7 @@ mod golden {
                     .token_embedding
                     .weight
                     .val()
-                    .grad(&grads)
+                    .grad(&raw)
                     .unwrap();
                 let got = row(grad);
                 let (_, want) = fx.file.read_f32("grad1.token_embedding_row").unwrap();
@@ -434,6 +549,7 @@ mod golden {
                 eprintln!("ti step-1 gradient of the new row: relative error {err:e}");
                 assert!(err <= relative());
             }
+            let grads = GradientsParams::from_grads(raw, &text);
             let (next, _) = optimizer.step(text, &grads);
             text = next;
             // Every row but the new one back to its value before training.

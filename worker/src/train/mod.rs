@@ -56,7 +56,9 @@ mod tests {
             "caption_template": "x {}", "initializer_token": "art",
             "class_prompt": "a painting", "class_images": 3, "class_steps": 4,
             "prior_loss_weight": 0.5, "max_grad_norm": null, "checkpoint_every": 5,
-            "random_flip": true, "center_crop": false,
+            "random_flip": true, "center_crop": false, "lr_scheduler": "cosine",
+            "lr_warmup_steps": 2, "gradient_accumulation_steps": 3, "lora_dropout": 0.1,
+            "precision": "bf16", "kohya_file": true,
         }))
         .unwrap();
         let c = config(&params).unwrap();
@@ -69,6 +71,14 @@ mod tests {
         assert_eq!(c.max_grad_norm, None);
         assert_eq!(c.checkpoint_every, Some(5));
         assert!(c.random_flip && !c.center_crop);
+        assert_eq!(
+            c.lr_scheduler,
+            atelier_sd::train::schedule::LrScheduler::Cosine
+        );
+        assert_eq!((c.lr_warmup_steps, c.gradient_accumulation_steps), (2, 3));
+        assert_eq!(c.lora_dropout, 0.1);
+        assert_eq!(c.precision, atelier_sd::precision::Precision::Bf16);
+        assert!(c.kohya_file);
         c.validate().unwrap();
     }
 }

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 
@@ -13,6 +14,7 @@ use burn::tensor::{ElementConversion, Tensor};
 /// betas and eps), not burn's.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamWConfig {
+    /// The rate of the next step: a schedule sets it before each step.
     pub lr: f64,
     pub beta1: f64,
     pub beta2: f64,
@@ -68,13 +70,14 @@ impl<B: AutodiffBackend> AdamW<B> {
     }
 
     /// Clips the gradients to the global norm and updates every parameter that has
-    /// a gradient in `grads`.
+    /// a gradient in `grads` (`GradientsParams::from_grads(loss.backward(), &module)`,
+    /// or a sum of micro-batches' from [`crate::train::step::accumulate`]).
     pub fn step<M: AutodiffModule<B>>(
         &mut self,
         module: M,
-        grads: &B::Gradients,
+        grads: &GradientsParams,
     ) -> (M, StepReport) {
-        let mut norm = NormVisitor::<B> {
+        let mut norm = NormVisitor {
             grads,
             squares: Vec::new(),
         };
@@ -104,14 +107,14 @@ impl<B: AutodiffBackend> AdamW<B> {
     }
 }
 
-struct NormVisitor<'a, B: AutodiffBackend> {
-    grads: &'a B::Gradients,
+struct NormVisitor<'a> {
+    grads: &'a GradientsParams,
     squares: Vec<f64>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for NormVisitor<'_, B> {
+impl<B: AutodiffBackend> ModuleVisitor<B> for NormVisitor<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(grad) = param.val().grad(self.grads) {
+        if let Some(grad) = self.grads.get::<B::InnerBackend, D>(param.id) {
             let sum: f64 = grad.powf_scalar(2.0).sum().into_scalar().elem();
             self.squares.push(sum);
         }
@@ -119,7 +122,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for NormVisitor<'_, B> {
 }
 
 struct Updater<'a, B: AutodiffBackend> {
-    grads: &'a B::Gradients,
+    grads: &'a GradientsParams,
     clip: f64,
     optimizer: &'a mut AdamW<B>,
     updated: usize,
@@ -127,10 +130,10 @@ struct Updater<'a, B: AutodiffBackend> {
 
 impl<B: AutodiffBackend> ModuleMapper<B> for Updater<'_, B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let value = param.val();
-        let Some(grad) = value.grad(self.grads) else {
+        let Some(grad) = self.grads.get::<B::InnerBackend, D>(param.id) else {
             return param;
         };
+        let value = param.val();
         let shape = grad.shape();
         let grad: Tensor<B::InnerBackend, 1> = grad.reshape([-1]);
         let grad = if self.clip < 1.0 {

@@ -3,17 +3,19 @@
 //!
 //! In the module tree an adapter sits at `…attn1.lora.to_q.down.weight`; in
 //! diffusers' file it is `unet.…attn1.to_q.lora.down.weight` and in peft's
-//! `…attn1.to_q.lora_A.weight`. [`diffusers_key`] is the one place that maps them.
+//! `…attn1.to_q.lora_A.weight`. [`diffusers_key`] is the one place that maps them;
+//! [`kohya_tensors`] renames diffusers' names to kohya's.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::nn::{Initializer, LinearConfig};
+use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use rand::Rng;
 
-use crate::attention::{Attention, AttentionLora, LoraAdapter};
+use crate::attention::{Attention, AttentionLora, LoraAdapter, LoraDropout};
 use crate::error::{Result, SdError};
 use crate::unet_2d::UNet2DConditionModel;
 use crate::weights::{
@@ -57,6 +59,7 @@ fn adapter<B: Backend>(
             .with_initializer(Initializer::Zeros)
             .init(device),
         scale: shape.alpha / shape.rank as f64,
+        dropout: None,
     }
 }
 
@@ -133,6 +136,29 @@ pub fn attach_unet_lora<B: Backend>(
     (unet, layers)
 }
 
+/// Draws, from the run's generator, a dropout mask seed for every adapter's next
+/// forward pass (in the order the adapters were attached: to_q, to_k, to_v,
+/// to_out of each attention); `p` 0 turns dropout off and draws nothing.
+pub fn seed_lora_dropout<B: Backend>(
+    unet: &mut UNet2DConditionModel<B>,
+    p: f64,
+    rng: &mut impl Rng,
+) {
+    for attn in unet_attentions_mut(unet) {
+        let Some(lora) = attn.lora.as_mut() else {
+            continue;
+        };
+        for adapter in [
+            &mut lora.to_q,
+            &mut lora.to_k,
+            &mut lora.to_v,
+            &mut lora.to_out,
+        ] {
+            adapter.dropout = (p > 0.0).then(|| LoraDropout { p, seed: rng.gen() });
+        }
+    }
+}
+
 /// `…attn1.lora.to_q.down.weight` (module path) -> `…attn1.to_q.lora.down.weight`
 /// (diffusers' name without the `unet.` prefix); None for non-adapter names.
 pub fn diffusers_key(path: &str) -> Option<String> {
@@ -191,13 +217,60 @@ pub fn save_diffusers_lora<B: Backend>(
     Ok(tensors.len())
 }
 
-struct GradCollector<'a, B: AutodiffBackend> {
+/// The adapters under kohya's names (`lora_unet_<module with _>.lora_down.weight`
+/// [rank, in], `.lora_up.weight` [out, rank], and `.alpha`, a scalar), sorted by
+/// name: the layout kohya's sd-scripts write and A1111, ComfyUI and kohya's tools
+/// read, as diffusers' `convert_state_dict_to_kohya` makes it.
+pub fn kohya_tensors<B: Backend>(
+    unet: &UNet2DConditionModel<B>,
+    alpha: f64,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut by_name = BTreeMap::new();
+    for (key, shape, values) in adapter_tensors(unet) {
+        let (module, matrix) = key
+            .strip_prefix("unet.")
+            .and_then(|k| k.rsplit_once(".lora."))
+            .expect("adapter_tensors names `unet.<module>.lora.<matrix>`");
+        let module = format!("lora_unet_{}", module.replace('.', "_"));
+        by_name.insert(format!("{module}.alpha"), (vec![], vec![alpha as f32]));
+        by_name.insert(format!("{module}.lora_{matrix}"), (shape, values));
+    }
+    by_name
+        .into_iter()
+        .map(|(name, (shape, values))| (name, shape, values))
+        .collect()
+}
+
+/// Writes the adapters as a kohya / A1111 LoRA (f32, as sd-scripts saves without
+/// `--save_precision`), with the `ss_*` metadata kohya's tools show (network
+/// module, dim, alpha, base model) and `metadata`.
+pub fn save_kohya_lora<B: Backend>(
+    unet: &UNet2DConditionModel<B>,
+    path: &std::path::Path,
+    shape: LoraShape,
+    metadata: &[(&str, String)],
+) -> Result<usize> {
+    let tensors = kohya_tensors(unet, shape.alpha);
+    let mut info = vec![
+        ("ss_network_module", "networks.lora".to_string()),
+        ("ss_network_dim", shape.rank.to_string()),
+        // Python's str(float), as sd-scripts writes it: "4.0".
+        ("ss_network_alpha", format!("{:?}", shape.alpha)),
+        ("ss_base_model_version", "sd_v1".to_string()),
+        ("ss_v2", "False".to_string()),
+    ];
+    info.extend(metadata.iter().cloned());
+    write_f32_safetensors(path, &tensors, &info)?;
+    Ok(tensors.len())
+}
+
+struct GradCollector<'a> {
     stack: PathStack,
-    grads: &'a B::Gradients,
+    grads: &'a GradientsParams,
     out: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for GradCollector<'_, B> {
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradCollector<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
         self.stack.enter(name, container_type);
     }
@@ -211,7 +284,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradCollector<'_, B> {
         let Some(key) = diffusers_key(&name) else {
             return;
         };
-        let Some(grad) = param.val().grad(self.grads) else {
+        let Some(grad) = self.grads.get::<B::InnerBackend, D>(param.id) else {
             return;
         };
         let (shape, values) = torch_values(grad, transposed);
@@ -222,9 +295,9 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradCollector<'_, B> {
 /// The adapters' gradients, named and laid out as [`adapter_tensors`].
 pub fn adapter_grads<B: AutodiffBackend>(
     unet: &UNet2DConditionModel<B>,
-    grads: &B::Gradients,
+    grads: &GradientsParams,
 ) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let mut collector = GradCollector::<B> {
+    let mut collector = GradCollector {
         stack: PathStack::default(),
         grads,
         out: Vec::new(),

@@ -134,3 +134,107 @@ pub fn batch<B: Backend>(images: Vec<Vec<f32>>, size: usize, device: &B::Device)
     let flat: Vec<f32> = images.into_iter().flatten().collect();
     Tensor::from_data(TensorData::new(flat, [n, 3, size, size]), device)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// A 12 x 8 image whose red channel is 20 x column and green 20 x row.
+    fn write_ramp(path: &Path) {
+        image::RgbImage::from_fn(12, 8, |x, y| {
+            image::Rgb([(x * 20) as u8, (y * 20) as u8, 0])
+        })
+        .save(path)
+        .unwrap();
+    }
+
+    /// The red value (0..=255) of the first row's pixels of a loaded 8 x 8 crop.
+    fn first_row_red(pixels: &[f32]) -> Vec<u8> {
+        (0..8)
+            .map(|x| ((pixels[x] * 0.5 + 0.5) * 255.0).round() as u8)
+            .collect()
+    }
+
+    #[test]
+    fn captions_come_from_text_files_beside_the_images() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.png", "a.png", "c.png"] {
+            write_ramp(&dir.path().join(name));
+        }
+        std::fs::write(dir.path().join("a.txt"), "  a red ramp, <x-style>\n").unwrap();
+        std::fs::write(dir.path().join("c.txt"), "\n").unwrap();
+        std::fs::write(dir.path().join("notes.md"), "not an image").unwrap();
+        let set = Trainset::open(dir.path()).unwrap();
+        let found: Vec<(String, Option<String>)> = set
+            .examples
+            .iter()
+            .map(|e| {
+                (
+                    e.path.file_name().unwrap().to_string_lossy().into_owned(),
+                    e.caption.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                ("a.png".into(), Some("a red ramp, <x-style>".into())),
+                ("b.png".into(), None),
+                // An empty caption file is no caption.
+                ("c.png".into(), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn centre_and_random_crops_and_flips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ramp.png");
+        write_ramp(&path);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        // The short side is already 8: the centre crop starts at column (12 - 8) / 2.
+        let centre = load_pixels(&path, 8, true, false, &mut rng).unwrap();
+        assert_eq!(centre.len(), 3 * 8 * 8);
+        assert_eq!(
+            first_row_red(&centre),
+            (2..10).map(|x| x * 20).collect::<Vec<u8>>()
+        );
+        assert_eq!(rng.get_word_pos(), 0, "a centre crop draws nothing");
+
+        // Random crops start anywhere in columns 0..=4, and the same seed gives the
+        // same crops.
+        let crops = |seed: u64, flip: bool| -> Vec<Vec<u8>> {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            (0..40)
+                .map(|_| first_row_red(&load_pixels(&path, 8, false, flip, &mut rng).unwrap()))
+                .collect()
+        };
+        let random = crops(1, false);
+        assert_eq!(random, crops(1, false));
+        let mut starts: Vec<u8> = random.iter().map(|row| row[0] / 20).collect();
+        for row in &random {
+            let x0 = row[0] / 20;
+            assert_eq!(*row, (x0..x0 + 8).map(|x| x * 20).collect::<Vec<u8>>());
+        }
+        starts.sort();
+        starts.dedup();
+        assert_eq!(starts, vec![0, 1, 2, 3, 4], "every offset is drawn");
+
+        // With flips, some crops run right to left.
+        let flipped = crops(2, true);
+        let mirrored = flipped.iter().filter(|row| row[0] > row[7]).count();
+        assert!(
+            mirrored > 5 && mirrored < 35,
+            "{mirrored} of 40 crops mirrored"
+        );
+        for row in flipped.iter().filter(|row| row[0] > row[7]) {
+            let x0 = row[7] / 20;
+            assert_eq!(
+                *row,
+                (x0..x0 + 8).rev().map(|x| x * 20).collect::<Vec<u8>>()
+            );
+        }
+    }
+}

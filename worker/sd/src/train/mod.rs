@@ -4,11 +4,13 @@
 //! global norm `clip_grad_norm_` uses).
 //!
 //! # Layout
-//! - [`adapters`]: attaching LoRA adapters, and reading/writing them under
-//!   diffusers' and peft's names.
+//! - [`adapters`]: attaching LoRA adapters, their dropout masks, and
+//!   reading/writing them under diffusers', peft's and kohya's names.
 //! - [`adamw`]: AdamW with a global gradient-norm clip, over a module's trainable
 //!   parameters.
-//! - [`step`]: one training step's loss, with every random draw passed in.
+//! - [`step`]: one training step's loss, with every random draw passed in, and
+//!   gradient accumulation over micro-batches.
+//! - [`schedule`]: learning-rate schedules with warm-up (diffusers' `get_scheduler`).
 //! - [`checkpoint`]: optimizer moments and run state, for a bit-exact resume.
 //! - [`config`]: a run's method, token and hyper-parameters.
 //! - [`data`]: trainset folders, crops and normalisation.
@@ -19,5 +21,6 @@ pub mod adapters;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod schedule;
 pub mod step;
 pub mod trainer;

@@ -1,8 +1,12 @@
 //! One training step's loss, as diffusers' training scripts compute it, with every
 //! random draw (the VAE sample's noise, the diffusion noise, the timesteps) passed
 //! in: the caller owns the RNG, so a run can be replayed and resumed bit for bit.
+//! With gradient accumulation a step is several micro-batches whose gradients
+//! [`accumulate`] sums.
 
-use burn::tensor::backend::Backend;
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 
 use crate::schedulers::Ddpm;
@@ -75,4 +79,37 @@ pub fn diffusion_loss<B: Backend>(
             }
         }
     }
+}
+
+/// The gradients of `module`'s parameters for one of `micro_batches` micro-batches
+/// of an optimizer step: the loss divided by `micro_batches` before the backward
+/// pass, as accelerate's `backward` does under `gradient_accumulation_steps`, so
+/// that the summed gradients are those of the mean loss over the step's examples.
+pub fn micro_batch_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
+    loss: Tensor<B, 1>,
+    micro_batches: usize,
+    module: &M,
+) -> GradientsParams {
+    let loss = if micro_batches > 1 {
+        loss / micro_batches as f64
+    } else {
+        loss
+    };
+    GradientsParams::from_grads(loss.backward(), module)
+}
+
+/// Adds a micro-batch's gradients to the step's sum so far (None before the first
+/// micro-batch): PyTorch's `.grad` accumulation between `zero_grad` calls.
+pub fn accumulate<B: AutodiffBackend, M: AutodiffModule<B>>(
+    sum: Option<GradientsParams>,
+    next: GradientsParams,
+    module: &M,
+) -> GradientsParams {
+    let Some(sum) = sum else {
+        return next;
+    };
+    let mut accumulator = GradientsAccumulator::<M>::new();
+    accumulator.accumulate::<B>(module, sum);
+    accumulator.accumulate::<B>(module, next);
+    accumulator.grads()
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{Module, Param};
+use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
@@ -25,11 +26,14 @@ use crate::precision::{cast_frozen, Precision};
 use crate::schedulers::{Ddpm, SchedulerKind};
 use crate::tokenizer::ClipTokenizer;
 use crate::train::adamw::{AdamW, AdamWConfig};
-use crate::train::adapters::{add_unet_lora, save_diffusers_lora, set_adapter_tensors, LoraShape};
+use crate::train::adapters::{
+    add_unet_lora, save_diffusers_lora, save_kohya_lora, seed_lora_dropout, set_adapter_tensors,
+    LoraShape,
+};
 use crate::train::checkpoint;
 use crate::train::config::{Method, TrainConfig, STYLE_TEMPLATES};
 use crate::train::data::{batch, load_pixels, Trainset};
-use crate::train::step::{diffusion_loss, encode_latents};
+use crate::train::step::{accumulate, diffusion_loss, encode_latents, micro_batch_gradients};
 use crate::weights::{write_f32_safetensors, SafetensorsFile};
 
 /// What the caller hears after each step.
@@ -37,7 +41,10 @@ use crate::weights::{write_f32_safetensors, SafetensorsFile};
 pub struct StepReport {
     pub step: usize,
     pub steps: usize,
+    /// The mean loss of the step's micro-batches.
     pub loss: f64,
+    /// The learning rate of the step's update (the schedule's value).
+    pub lr: f64,
     /// Seconds since training started (class images excluded).
     pub seconds: f64,
     /// The checkpoint folder written after this step, complete, if one was due.
@@ -180,8 +187,10 @@ pub fn train_until<B: AutodiffBackend>(
         let refuse = |message: String| {
             SdError::Invalid(format!("checkpoint `{}`: {message}", dir.display()))
         };
+        // Settings that change what is written, not what is trained, may differ.
         let mut saved = state.config.clone();
         saved.checkpoint_every = config.checkpoint_every;
+        saved.kohya_file = config.kohya_file;
         if saved != *config {
             return Err(refuse(format!(
                 "made with other settings: {}",
@@ -225,63 +234,89 @@ pub fn train_until<B: AutodiffBackend>(
         first = state.step + 1;
     }
     let started = Instant::now();
+    let micro_batches = config.gradient_accumulation_steps;
     for step in first..=steps {
-        // 1. the batch: examples in a shuffled order, epoch after epoch
-        let mut pixels = Vec::with_capacity(config.batch * 2);
-        let mut captions = Vec::with_capacity(config.batch * 2);
-        for _ in 0..config.batch {
-            if order.is_empty() {
-                order = (0..set.len()).collect();
-                order.shuffle(&mut rng);
-            }
-            let example = &set.examples[order.pop().expect("refilled above")];
-            pixels.push(load_pixels(
-                &example.path,
-                config.resolution,
-                config.center_crop,
-                config.random_flip,
-                &mut rng,
-            )?);
-            captions.push(caption(config, example.caption.as_deref(), &mut rng));
-        }
-        let prior = if config.method == Method::Dreambooth {
-            let class_prompt = config.class_prompt.clone().unwrap_or_default();
+        optimizer.config.lr = config.lr
+            * config
+                .lr_scheduler
+                .factor(step - 1, config.lr_warmup_steps, steps);
+        let mut grads: Option<GradientsParams> = None;
+        let mut loss_sum = 0.0;
+        for _ in 0..micro_batches {
+            // 1. the micro-batch: examples in a shuffled order, epoch after epoch
+            let mut pixels = Vec::with_capacity(config.batch * 2);
+            let mut captions = Vec::with_capacity(config.batch * 2);
             for _ in 0..config.batch {
-                let path = &class_images[rng.gen_range(0..class_images.len())];
-                pixels.push(load_pixels(path, config.resolution, true, false, &mut rng)?);
-                captions.push(class_prompt.clone());
+                if order.is_empty() {
+                    order = (0..set.len()).collect();
+                    order.shuffle(&mut rng);
+                }
+                let example = &set.examples[order.pop().expect("refilled above")];
+                pixels.push(load_pixels(
+                    &example.path,
+                    config.resolution,
+                    config.center_crop,
+                    config.random_flip,
+                    &mut rng,
+                )?);
+                captions.push(caption(config, example.caption.as_deref(), &mut rng));
             }
-            Some(config.prior_loss_weight)
-        } else {
-            None
-        };
-        let n = pixels.len();
-        let pixel_values = batch::<B>(pixels, config.resolution, device);
-        let ids = token_ids::<B>(&tokenizer, &captions, device);
+            let prior = if config.method == Method::Dreambooth {
+                let class_prompt = config.class_prompt.clone().unwrap_or_default();
+                for _ in 0..config.batch {
+                    let path = &class_images[rng.gen_range(0..class_images.len())];
+                    pixels.push(load_pixels(path, config.resolution, true, false, &mut rng)?);
+                    captions.push(class_prompt.clone());
+                }
+                Some(config.prior_loss_weight)
+            } else {
+                None
+            };
+            let n = pixels.len();
+            let pixel_values = batch::<B>(pixels, config.resolution, device);
+            let ids = token_ids::<B>(&tokenizer, &captions, device);
 
-        // 2. the random draws of the step
-        let vae_noise = gaussian::<B, 4>(rng.gen(), [n, latent_channels, latent, latent], device);
-        let noise = gaussian::<B, 4>(rng.gen(), [n, latent_channels, latent, latent], device);
-        let timesteps: Vec<usize> = (0..n)
-            .map(|_| rng.gen_range(0..num_train_timesteps))
-            .collect();
+            // 2. the random draws of the micro-batch
+            let vae_noise =
+                gaussian::<B, 4>(rng.gen(), [n, latent_channels, latent, latent], device);
+            let noise = gaussian::<B, 4>(rng.gen(), [n, latent_channels, latent, latent], device);
+            let timesteps: Vec<usize> = (0..n)
+                .map(|_| rng.gen_range(0..num_train_timesteps))
+                .collect();
+            if config.lora_dropout > 0.0 {
+                seed_lora_dropout(&mut unet, config.lora_dropout, &mut rng);
+            }
 
-        // 3. loss, gradients, update
-        let context = match config.method {
-            Method::Ti => text.forward(ids),
-            _ => text.forward(ids).detach(),
-        };
-        let latents = encode_latents(&vae, pixel_values, vae_noise, vae_config.scaling_factor);
-        let loss = diffusion_loss(&unet, &ddpm, latents, noise, &timesteps, &context, prior);
-        let value: f64 = loss.total.clone().into_scalar().elem();
-        if !value.is_finite() {
-            return Err(SdError::Invalid(format!(
-                "the loss is {value} at step {step}: training stopped (outputs of earlier \
-                 checkpoints in `{}` are kept)",
-                out.display()
-            )));
+            // 3. loss and gradients, summed over the micro-batches
+            let context = match config.method {
+                Method::Ti => text.forward(ids),
+                _ => text.forward(ids).detach(),
+            };
+            let latents = encode_latents(&vae, pixel_values, vae_noise, vae_config.scaling_factor);
+            let loss = diffusion_loss(&unet, &ddpm, latents, noise, &timesteps, &context, prior);
+            let value: f64 = loss.total.clone().into_scalar().elem();
+            if !value.is_finite() {
+                return Err(SdError::Invalid(format!(
+                    "the loss is {value} at step {step}: training stopped (outputs of earlier \
+                     checkpoints in `{}` are kept)",
+                    out.display()
+                )));
+            }
+            loss_sum += value;
+            grads = Some(match &ti {
+                Some(_) => {
+                    let micro = micro_batch_gradients(loss.total, micro_batches, &text);
+                    accumulate(grads.take(), micro, &text)
+                }
+                None => {
+                    let micro = micro_batch_gradients(loss.total, micro_batches, &unet);
+                    accumulate(grads.take(), micro, &unet)
+                }
+            });
         }
-        let grads = loss.total.backward();
+
+        // 4. one optimizer step (clipping, schedule) for the accumulated gradients
+        let grads = grads.expect("at least one micro-batch");
         match &ti {
             Some(state) => {
                 let (next, _) = optimizer.step(text, &grads);
@@ -292,6 +327,8 @@ pub fn train_until<B: AutodiffBackend>(
                 unet = next;
             }
         }
+        // The mean over the step's micro-batches: the loss of the whole step's batch.
+        let value = loss_sum / micro_batches as f64;
         losses.push(value);
         let checkpoint = if config
             .checkpoint_every
@@ -321,6 +358,7 @@ pub fn train_until<B: AutodiffBackend>(
             step,
             steps,
             loss: value,
+            lr: optimizer.config.lr,
             seconds: started.elapsed().as_secs_f64(),
             checkpoint,
         });
@@ -480,7 +518,8 @@ impl<B: AutodiffBackend> TiState<B> {
     }
 }
 
-/// Writes the method's files into `dir`: `pytorch_lora_weights.safetensors`, or
+/// Writes the method's files into `dir`: `pytorch_lora_weights.safetensors` (and
+/// with `kohya_file` `pytorch_lora_weights_kohya.safetensors`), or
 /// `learned_embeds.safetensors`; and `training.json` (config and losses).
 fn write_outputs<B: AutodiffBackend>(
     config: &TrainConfig,
@@ -498,9 +537,21 @@ fn write_outputs<B: AutodiffBackend>(
             save_diffusers_lora(
                 unet,
                 &path,
-                &[("atelier_training_config", config_json.clone())],
+                &[
+                    ("atelier_training_config", config_json.clone()),
+                    ("lora_adapter_metadata", adapter_metadata(config)),
+                ],
             )?;
             files.push(path);
+            if config.kohya_file {
+                let path = dir.join("pytorch_lora_weights_kohya.safetensors");
+                let shape = LoraShape {
+                    rank: config.rank,
+                    alpha: config.alpha,
+                };
+                save_kohya_lora(unet, &path, shape, &kohya_metadata(config, &config_json))?;
+                files.push(path);
+            }
         }
         Some(state) => {
             let (shape, values) = state.learned(text);
@@ -525,6 +576,41 @@ fn write_outputs<B: AutodiffBackend>(
     std::fs::write(&summary, text).map_err(|e| SdError::io(&summary, e))?;
     files.push(summary);
     Ok(files)
+}
+
+/// peft's `LoraConfig` fields that set the scale, as diffusers writes them into
+/// the safetensors header (`lora_adapter_metadata`, keys prefixed by the
+/// component): without them diffusers and atelier take alpha = rank.
+fn adapter_metadata(config: &TrainConfig) -> String {
+    serde_json::to_string_pretty(&serde_json::json!({
+        "unet.r": config.rank,
+        "unet.lora_alpha": config.alpha,
+        "unet.target_modules": ["to_k", "to_out.0", "to_q", "to_v"],
+    }))
+    .expect("serialisable")
+}
+
+/// The training settings kohya's sd-scripts record (`ss_*`, values as Python's
+/// `str`) beside atelier's own config.
+fn kohya_metadata(config: &TrainConfig, config_json: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("atelier_training_config", config_json.to_string()),
+        ("ss_learning_rate", format!("{:?}", config.lr)),
+        ("ss_lr_scheduler", config.lr_scheduler.to_string()),
+        ("ss_lr_warmup_steps", config.lr_warmup_steps.to_string()),
+        ("ss_max_train_steps", config.steps.to_string()),
+        (
+            "ss_gradient_accumulation_steps",
+            config.gradient_accumulation_steps.to_string(),
+        ),
+        ("ss_train_batch_size", config.batch.to_string()),
+        ("ss_network_dropout", format!("{:?}", config.lora_dropout)),
+        ("ss_seed", config.seed.to_string()),
+        (
+            "ss_training_comment",
+            format!("atelier {} `{}`", config.method, config.token),
+        ),
+    ]
 }
 
 /// DreamBooth's class images: drawn by the base model from the class prompt before
@@ -584,4 +670,36 @@ fn class_images<B: Backend>(
         }
     }
     Ok((0..config.class_images).map(path).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_caption_wins_over_the_template_but_not_for_textual_inversion() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut config = TrainConfig {
+            token: "<x-style>".into(),
+            caption_template: "art in the style of {}".into(),
+            ..TrainConfig::default()
+        };
+        for method in [Method::Lora, Method::Dreambooth] {
+            config.method = method;
+            let own = caption(&config, Some("a red ramp, <x-style>"), &mut rng);
+            assert_eq!(own, "a red ramp, <x-style>");
+            let templated = caption(&config, None, &mut rng);
+            assert_eq!(templated, "art in the style of <x-style>");
+        }
+        assert_eq!(rng.get_word_pos(), 0, "LoRA captions draw nothing");
+        config.method = Method::Ti;
+        let drawn: std::collections::BTreeSet<String> = (0..200)
+            .map(|_| caption(&config, Some("ignored"), &mut rng))
+            .collect();
+        let templates: std::collections::BTreeSet<String> = STYLE_TEMPLATES
+            .iter()
+            .map(|t| t.replace("{}", "<x-style>"))
+            .collect();
+        assert_eq!(drawn, templates, "ti draws every style template");
+    }
 }
