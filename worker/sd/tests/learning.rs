@@ -30,10 +30,10 @@ use atelier_sd::train::data::{batch, load_pixels, Trainset};
 use atelier_sd::train::step::{diffusion_loss, encode_latents};
 use atelier_sd::train::trainer::train;
 use burn::tensor::ElementConversion;
-use common::{fixture, Cpu};
+use common::{fixture, TestBackend};
 use rand::{Rng, SeedableRng};
 
-type Train = burn::backend::Autodiff<Cpu>;
+type Train = burn::backend::Autodiff<TestBackend>;
 
 const STEPS: usize = 300;
 const WINDOW: usize = 50;
@@ -67,7 +67,7 @@ fn mean(values: &[f64]) -> f64 {
 fn held_out_losses(embeds: Option<&Path>, word: &str) -> Vec<f64> {
     let device = Default::default();
     let folder = ModelFolder::open(fixture("tiny-sd"), Variant::Auto).unwrap();
-    let mut sd = StableDiffusion::<Cpu>::load(&folder, &device).unwrap();
+    let mut sd = StableDiffusion::<TestBackend>::load(&folder, &device).unwrap();
     if let Some(file) = embeds {
         sd.load_textual_inversion(file).unwrap();
     }
@@ -83,15 +83,15 @@ fn held_out_losses(embeds: Option<&Path>, word: &str) -> Vec<f64> {
             let (vae_seed, noise_seed) = (rng.gen(), rng.gen());
             let t = rng.gen_range(0..ddpm.num_train_timesteps());
             let pixels = load_pixels(&example.path, RESOLUTION, true, false, &mut rng).unwrap();
-            let pixels = batch::<Cpu>(vec![pixels], RESOLUTION, &device);
+            let pixels = batch::<TestBackend>(vec![pixels], RESOLUTION, &device);
             let context = sd.encode_prompts(&[&template.replace("{}", word)]);
             let latents = encode_latents(
                 &sd.vae,
                 pixels,
-                gaussian::<Cpu, 4>(vae_seed, shape, &device),
+                gaussian::<TestBackend, 4>(vae_seed, shape, &device),
                 sd.vae_config.scaling_factor,
             );
-            let noise = gaussian::<Cpu, 4>(noise_seed, shape, &device);
+            let noise = gaussian::<TestBackend, 4>(noise_seed, shape, &device);
             let loss = diffusion_loss(&sd.unet, &ddpm, latents, noise, &[t], &context, None);
             loss.total.into_scalar().elem::<f64>()
         })
