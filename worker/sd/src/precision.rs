@@ -12,6 +12,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::weights::PathStack;
+
 /// The dtype of the frozen weights during training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -61,23 +63,20 @@ const KEPT_F32: [&str; 3] = ["Struct:GroupNorm", "Struct:LayerNorm", "Struct:Lor
 
 struct CastFrozen {
     dtype: FloatDType,
-    containers: Vec<String>,
+    stack: PathStack,
 }
 
 impl<B: Backend> ModuleMapper<B> for CastFrozen {
-    fn enter_module(&mut self, _name: &str, container_type: &str) {
-        self.containers.push(container_type.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.containers.pop();
+        self.stack.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let keep = self
-            .containers
-            .iter()
-            .any(|c| KEPT_F32.contains(&c.as_str()));
+        let keep = self.stack.within(&KEPT_F32);
         let (id, tensor, mapper) = param.consume();
         let tensor = if keep {
             tensor
@@ -93,7 +92,7 @@ impl<B: Backend> ModuleMapper<B> for CastFrozen {
 pub fn cast_frozen<B: Backend, M: Module<B>>(module: M, dtype: FloatDType) -> M {
     module.map(&mut CastFrozen {
         dtype,
-        containers: Vec::new(),
+        stack: PathStack::default(),
     })
 }
 

@@ -245,6 +245,14 @@ impl PathStack {
         self.entries.pop();
     }
 
+    /// Whether the parameter being visited is inside a module of one of these
+    /// container types (`Struct:GroupNorm`, ...).
+    pub(crate) fn within(&self, containers: &[&str]) -> bool {
+        self.entries
+            .iter()
+            .any(|(_, container)| containers.contains(&container.as_str()))
+    }
+
     /// The PyTorch name of the parameter being visited, and whether its layout is
     /// transposed against PyTorch's.
     pub(crate) fn torch_name(&self) -> (String, bool) {
