@@ -1,0 +1,1 @@
+//! Image metrics for atelier's evaluation jobs: LPIPS and CLIP score, in burn.
