@@ -57,21 +57,16 @@ impl ClipTextConfig {
 
     pub fn init<B: Backend>(&self, device: &B::Device) -> ClipTextModel<B> {
         let layers = (0..self.num_hidden_layers)
-            .map(|_| ClipEncoderLayer {
-                self_attn: ClipAttention {
-                    q_proj: linear(self.hidden_size, self.hidden_size, true, device),
-                    k_proj: linear(self.hidden_size, self.hidden_size, true, device),
-                    v_proj: linear(self.hidden_size, self.hidden_size, true, device),
-                    out_proj: linear(self.hidden_size, self.hidden_size, true, device),
-                    num_heads: self.num_attention_heads,
-                },
-                layer_norm1: layer_norm(self.hidden_size, self.layer_norm_eps, device),
-                mlp: ClipMlp {
-                    fc1: linear(self.hidden_size, self.intermediate_size, true, device),
-                    fc2: linear(self.intermediate_size, self.hidden_size, true, device),
-                    activation: self.hidden_act,
-                },
-                layer_norm2: layer_norm(self.hidden_size, self.layer_norm_eps, device),
+            .map(|_| {
+                ClipEncoderLayer::new(
+                    self.hidden_size,
+                    self.intermediate_size,
+                    self.num_attention_heads,
+                    self.hidden_act,
+                    self.layer_norm_eps,
+                    true,
+                    device,
+                )
             })
             .collect();
         ClipTextModel {
@@ -142,6 +137,9 @@ pub struct ClipAttention<B: Backend> {
     pub out_proj: Linear<B>,
     #[module(skip)]
     pub num_heads: usize,
+    /// The text encoder's causal mask; CLIP's vision tower attends to every position.
+    #[module(skip)]
+    pub causal: bool,
 }
 
 #[derive(Module, Debug)]
@@ -166,17 +164,7 @@ impl<B: Backend> ClipTextModel<B> {
     /// From token embeddings [batch, seq, hidden] (textual inversion swaps rows in
     /// before this point) -> last_hidden_state [batch, seq, hidden].
     pub fn forward_embeds(&self, token_embeds: Tensor<B, 3>) -> Tensor<B, 3> {
-        let model = &self.text_model;
-        let [batch, seq, _] = token_embeds.dims();
-        let device = token_embeds.device();
-        let positions = Tensor::<B, 1, Int>::arange(0..seq as i64, &device)
-            .reshape([1, seq])
-            .repeat_dim(0, batch);
-        let mut hidden = token_embeds + model.embeddings.position_embedding.forward(positions);
-        for layer in &model.encoder.layers {
-            hidden = layer.forward(hidden);
-        }
-        model.final_layer_norm.forward(hidden)
+        self.text_model.forward_embeds(token_embeds)
     }
 
     /// Rows of the token embedding table (the vocabulary, with added tokens).
@@ -203,8 +191,60 @@ impl<B: Backend> ClipTextModel<B> {
     }
 }
 
+impl<B: Backend> ClipTextTransformer<B> {
+    /// `input_ids` [batch, seq] -> last_hidden_state [batch, seq, hidden].
+    pub fn forward(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.forward_embeds(self.embeddings.token_embedding.forward(input_ids))
+    }
+
+    /// Token embeddings [batch, seq, hidden] -> last_hidden_state [batch, seq, hidden].
+    pub fn forward_embeds(&self, token_embeds: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [batch, seq, _] = token_embeds.dims();
+        let device = token_embeds.device();
+        let positions = Tensor::<B, 1, Int>::arange(0..seq as i64, &device)
+            .reshape([1, seq])
+            .repeat_dim(0, batch);
+        let mut hidden = token_embeds + self.embeddings.position_embedding.forward(positions);
+        for layer in &self.encoder.layers {
+            hidden = layer.forward(hidden);
+        }
+        self.final_layer_norm.forward(hidden)
+    }
+}
+
 impl<B: Backend> ClipEncoderLayer<B> {
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// A pre-norm transformer layer (`CLIPEncoderLayer`), shared by the text and the
+    /// vision tower; `causal` is the text encoder's mask.
+    pub fn new(
+        hidden_size: usize,
+        intermediate_size: usize,
+        num_heads: usize,
+        activation: Activation,
+        layer_norm_eps: f64,
+        causal: bool,
+        device: &B::Device,
+    ) -> Self {
+        ClipEncoderLayer {
+            self_attn: ClipAttention {
+                q_proj: linear(hidden_size, hidden_size, true, device),
+                k_proj: linear(hidden_size, hidden_size, true, device),
+                v_proj: linear(hidden_size, hidden_size, true, device),
+                out_proj: linear(hidden_size, hidden_size, true, device),
+                num_heads,
+                causal,
+            },
+            layer_norm1: layer_norm(hidden_size, layer_norm_eps, device),
+            mlp: ClipMlp {
+                fc1: linear(hidden_size, intermediate_size, true, device),
+                fc2: linear(intermediate_size, hidden_size, true, device),
+                activation,
+            },
+            layer_norm2: layer_norm(hidden_size, layer_norm_eps, device),
+        }
+    }
+
+    /// [batch, seq, hidden] -> [batch, seq, hidden].
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x));
         let mlp = &self.mlp;
         let y = mlp.fc2.forward(
@@ -216,8 +256,8 @@ impl<B: Backend> ClipEncoderLayer<B> {
 }
 
 impl<B: Backend> ClipAttention<B> {
-    /// Causal self-attention, [batch, seq, hidden] -> [batch, seq, hidden].
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// Self-attention (causal for the text encoder), [batch, seq, hidden] -> [batch, seq, hidden].
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [batch, seq, hidden] = x.dims();
         let head_dim = hidden / self.num_heads;
         let heads = |t: Tensor<B, 3>| {
@@ -230,7 +270,7 @@ impl<B: Backend> ClipAttention<B> {
         let options = AttentionModuleOptions {
             scale: None,
             softcap: None,
-            is_causal: true,
+            is_causal: self.causal,
         };
         let out = attention(q, k, v, None, None, options)
             .swap_dims(1, 2)
