@@ -6,6 +6,7 @@ mod error;
 mod output;
 mod plot;
 mod refs;
+mod report;
 mod settings;
 
 use std::path::PathBuf;

@@ -12,7 +12,7 @@ use plotters::style::{register_font, FontStyle};
 /// DejaVu Sans 2.37, unmodified (Bitstream Vera licence, DejaVu's changes in the
 /// public domain: `cli/assets/fonts/LICENSE-DejaVu.txt`).
 static DEJAVU_SANS: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
 /// Steps in the moving average (fewer at the start of a run).
 pub const AVERAGE_WINDOW: usize = 20;
@@ -20,7 +20,7 @@ pub const AVERAGE_WINDOW: usize = 20;
 const WIDTH: u32 = 1000;
 const HEIGHT: u32 = 560;
 
-fn register_fonts() {
+pub(crate) fn register_fonts() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // A font the crate embeds always parses; should it not, text is missing
@@ -53,8 +53,18 @@ pub fn write_loss_png(path: &Path, title: &str, losses: &[f64]) -> Result<(), St
     }
     let mut pixels = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
     draw(&mut pixels, title, losses).map_err(|e| format!("drawing the loss curve: {e}"))?;
-    let image = image::RgbImage::from_raw(WIDTH, HEIGHT, pixels)
-        .ok_or_else(|| "loss curve buffer has the wrong size".to_string())?;
+    save_rgb(path, WIDTH, HEIGHT, pixels)
+}
+
+/// Writes an RGB pixel buffer of `width` x `height` as a PNG.
+pub(crate) fn save_rgb(
+    path: &Path,
+    width: u32,
+    height: u32,
+    pixels: Vec<u8>,
+) -> Result<(), String> {
+    let image = image::RgbImage::from_raw(width, height, pixels)
+        .ok_or_else(|| "the picture's buffer has the wrong size".to_string())?;
     image
         .save(path)
         .map_err(|e| format!("failed to write `{}`: {e}", path.display()))

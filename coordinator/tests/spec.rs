@@ -1071,3 +1071,148 @@ fn example_train_file_is_valid_and_its_folders_exist() {
         .join("model_index.json")
         .is_file());
 }
+
+#[test]
+fn example_eval_file_is_valid_and_its_folders_exist() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../experiments");
+    let path = format!("{dir}/eval-demo.yaml");
+    let source = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut spec = parse_experiment(
+        &source,
+        "eval-demo.yaml",
+        &[parse_set("lpips_weights=weights/lpips_alex.safetensors").unwrap()],
+    )
+    .unwrap();
+    assert_eq!(
+        names(&spec),
+        [
+            "prep",
+            "lora",
+            "dreambooth",
+            "ti",
+            "sample-lora",
+            "sample-dreambooth",
+            "sample-ti",
+            "eval-lora",
+            "eval-dreambooth",
+            "eval-ti"
+        ]
+    );
+    assert_eq!(job(&spec, "prep").params["holdout"], 3);
+    assert_eq!(job(&spec, "eval-ti").needs, ["prep", "sample-ti"]);
+    assert_eq!(job(&spec, "sample-ti").params["images_per_prompt"], 2);
+    resolve_paths(&mut spec, std::path::Path::new(dir)).unwrap();
+    // Sample models are checked like train models; weights are made absolute but
+    // left for the worker to check.
+    let model = job(&spec, "sample-lora").params["model"].as_str().unwrap();
+    assert!(std::path::Path::new(model)
+        .join("model_index.json")
+        .is_file());
+    let weights = job(&spec, "eval-lora").params["lpips_weights"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        weights,
+        std::path::Path::new(dir)
+            .join("weights/lpips_alex.safetensors")
+            .display()
+            .to_string()
+    );
+    assert_eq!(
+        job(&spec, "eval-lora").params["clip_model"],
+        "/models/clip-vit-large-patch14"
+    );
+}
+
+const EVAL: &str = "\
+name: e
+jobs:
+  - name: prep
+    kind: prepare
+    params: {trainset: ./ts, holdout: 2}
+  - name: train
+    kind: train
+    needs: [prep]
+    params: {model: ./sd, token: <s>, steps: 10}
+  - name: sample
+    kind: sample
+    needs: [train]
+    params: {model: ./sd, prompts: [\"a {token}\"], images_per_prompt: 2}
+  - name: eval
+    kind: eval
+    needs: [prep, sample]
+    params: {lpips_weights: ./w.safetensors, clip_model: ./clip}
+";
+
+#[test]
+fn sample_and_eval_jobs_are_checked_by_field_and_by_what_they_need() {
+    parse(EVAL).unwrap();
+    for (from, to, path, needle) in [
+        (
+            "needs: [prep, sample]",
+            "needs: [sample]",
+            "jobs[3].needs",
+            "held-out images of one `prepare` job",
+        ),
+        (
+            "needs: [prep, sample]",
+            "needs: [prep, train]",
+            "jobs[3].needs",
+            "add at least one",
+        ),
+        (
+            "prompts: [\"a {token}\"]",
+            "prompts: []",
+            "jobs[2].params",
+            "`prompts` is empty",
+        ),
+        (
+            "images_per_prompt: 2",
+            "images_per_prompt: 0",
+            "jobs[2].params",
+            "`images_per_prompt` must be at least 1",
+        ),
+        (
+            "images_per_prompt: 2}",
+            "images_per_prompt: 2, scheduler: pndm}",
+            "jobs[2].params",
+            "`scheduler` `pndm`",
+        ),
+        (
+            "clip_model: ./clip}",
+            "clip_model: ./clip, lpips_net: squeeze}",
+            "jobs[3].params",
+            "`lpips_net` `squeeze`",
+        ),
+        (
+            "clip_model: ./clip}",
+            "clip_model: ./clip, backend: cuda}",
+            "jobs[3].params.backend",
+            "requires: {gpus: 1, backend: cuda}",
+        ),
+        (
+            "lpips_weights: ./w.safetensors, ",
+            "",
+            "jobs[3].params",
+            "missing field `lpips_weights`",
+        ),
+        (
+            "holdout: 2",
+            "holdout: 200000",
+            "jobs[0].params",
+            "holdout 200000 is out of range",
+        ),
+    ] {
+        let source = EVAL.replace(from, to);
+        assert_ne!(source, EVAL, "{from}");
+        let e = err(&source);
+        assert_eq!(e.path.as_deref(), Some(path), "{to}: {e}");
+        assert!(e.message.contains(needle), "{to}: {e}");
+    }
+    // A sample job without a train job samples the base model.
+    parse(&EVAL.replace(
+        "    needs: [train]\n    params: {model",
+        "    params: {model",
+    ))
+    .unwrap();
+}

@@ -327,6 +327,14 @@ async fn max_attempts(store: &Store) {
     let report_job = get(store, report).await;
     assert_reason(&report_job, "cancelled", &["`eval`", "which was cancelled"]);
     assert!(names_job(&report_job.reason, eval), "{}", report_job.reason);
+    // Two levels down, the reason still names the job that failed.
+    assert!(
+        report_job
+            .reason
+            .ends_with(&format!("because job {train} `train` failed")),
+        "{}",
+        report_job.reason
+    );
     assert!(outcomes(store, eval).await.is_empty());
     // The unrelated job is untouched, and it is all that is left to lease.
     assert_eq!(get(store, other).await.state, "queued");

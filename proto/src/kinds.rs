@@ -6,12 +6,16 @@
 
 use serde::{Deserialize, Serialize};
 
+mod eval;
+mod sample;
 mod train;
 
+pub use eval::{EvalParams, LPIPS_NETS};
+pub use sample::{SampleParams, MAX_SAMPLES, SAMPLE_SCHEDULERS};
 pub use train::{TrainParams, METHODS, PLACEMENT_FIELDS, TRAIN_BACKENDS};
 
 /// The job kinds this version of atelier knows.
-pub const KINDS: &[&str] = &["prepare", "train", "noop"];
+pub const KINDS: &[&str] = &["prepare", "train", "sample", "eval", "noop"];
 
 /// `prepare`: turn a trainset folder into a packed dataset artifact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +37,11 @@ pub struct PrepareParams {
     /// Fail the job, instead of skipping the file, when an image cannot be decoded.
     #[serde(default)]
     pub strict: bool,
+    /// Keep this many images out of `dataset.safetensors`, in `holdout.safetensors`,
+    /// as references for `eval` jobs. Which ones is fixed by their file names (the
+    /// smallest sha256 of the relative path), so a re-run holds out the same images.
+    #[serde(default)]
+    pub holdout: u32,
 }
 
 fn default_resolution() -> u32 {
@@ -81,9 +90,21 @@ pub fn validate(kind: &str, params: &serde_json::Value) -> Result<(), String> {
             if p.trainset.trim().is_empty() {
                 return Err("trainset is empty".into());
             }
+            if p.holdout > 100_000 {
+                return Err(format!(
+                    "holdout {} is out of range (0..=100000)",
+                    p.holdout
+                ));
+            }
             Ok(())
         }
         "train" => TrainParams::deserialize(params)
+            .map_err(|e| e.to_string())?
+            .check(),
+        "sample" => SampleParams::deserialize(params)
+            .map_err(|e| e.to_string())?
+            .check(),
+        "eval" => EvalParams::deserialize(params)
             .map_err(|e| e.to_string())?
             .check(),
         "noop" => {

@@ -9,10 +9,15 @@
 //!   and back into a folder for training.
 //! - `train`: a training run on the job's backend and its checkpoints as artifacts
 //!   (the `train` kind).
+//! - `sample`: images from a model with a trained adapter, from fixed seeds (the
+//!   `sample` kind).
+//! - `eval`: LPIPS and CLIP score of sample sets (the `eval` kind).
 
 pub mod agent;
 pub mod client;
+pub mod eval;
 pub mod jobs;
 pub mod prepare;
 pub mod resources;
+pub mod sample;
 pub mod train;

@@ -253,18 +253,9 @@ fn steps_bar(steps: usize, hidden: bool) -> ProgressBar {
     bar
 }
 
-/// [3, H, W] in [0, 1] -> 8-bit RGB, rounded as diffusers' `numpy_to_pil`.
+/// [3, H, W] in [0, 1] -> 8-bit RGB PNG, rounded as diffusers' `numpy_to_pil`.
 fn write_png(path: &Path, chw: &[f32], width: usize, height: usize) -> CliResult {
-    let plane = width * height;
-    let mut rgb = Vec::with_capacity(plane * 3);
-    for i in 0..plane {
-        for c in 0..3 {
-            rgb.push((chw[c * plane + i] * 255.0).round().clamp(0.0, 255.0) as u8);
-        }
-    }
-    let image = image::RgbImage::from_raw(width as u32, height as u32, rgb)
-        .ok_or_else(|| CliError::failure("image buffer has the wrong size"))?;
-    image
+    atelier_sd::pipeline::to_rgb8(chw, width, height)
         .save(path)
         .map_err(|e| CliError::failure(format!("failed to write `{}`: {e}", path.display())))
 }

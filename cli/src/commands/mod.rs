@@ -10,6 +10,7 @@ mod logs;
 mod model;
 mod priority;
 mod pull;
+mod report;
 mod retry;
 mod show;
 mod submit;
@@ -53,6 +54,8 @@ pub enum Command {
     Priority(priority::Args),
     /// Download a job's artifacts and check their sha256
     Pull(pull::Args),
+    /// Compare an experiment's methods: comparison.png, samples.png, loss.png, report.md
+    Report(report::Args),
     /// List workers and what they run
     Workers(workers::Args),
     /// Generate an image from a prompt with a diffusers model folder
@@ -84,6 +87,7 @@ impl Command {
             Command::Retry(a) => a.exec(settings).await,
             Command::Priority(a) => a.exec(settings).await,
             Command::Pull(a) => a.exec(settings).await,
+            Command::Report(a) => a.exec(settings).await,
             Command::Workers(a) => a.exec(settings).await,
             Command::Generate(a) => a.exec(settings).await,
             Command::Train(a) => a.exec(settings).await,

@@ -1,5 +1,5 @@
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use atelier_proto::v1;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -10,6 +10,7 @@ use tokio_stream::StreamExt;
 use crate::error::{CliError, CliResult, Exit};
 use crate::output::{bytes, print_json};
 use crate::settings::Settings;
+use atelier_worker::client::UserApi;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -76,46 +77,12 @@ impl Args {
             tokio::fs::create_dir_all(&folder).await.map_err(|e| {
                 CliError::failure(format!("cannot create `{}`: {e}", folder.display()))
             })?;
-            let file_name = dest.file_name().unwrap_or_default().to_string_lossy();
-            let partial = folder.join(format!(".{file_name}.partial"));
             let bar = if show_bar {
                 ProgressBar::new(a.size)
             } else {
                 ProgressBar::hidden()
             };
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg:24} {bar:40} {bytes}/{total_bytes} {bytes_per_sec}",
-                )
-                .unwrap(),
-            );
-            bar.set_message(a.name.clone());
-            let mut stream = api
-                .download(v1::DownloadRequest {
-                    what: Some(v1::download_request::What::ArtifactId(a.id)),
-                })
-                .await?
-                .into_inner();
-            let mut file = tokio::fs::File::create(&partial).await?;
-            let mut hasher = Sha256::new();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
-                hasher.update(&chunk.data);
-                file.write_all(&chunk.data).await?;
-                bar.inc(chunk.data.len() as u64);
-            }
-            file.flush().await?;
-            drop(file);
-            bar.finish_and_clear();
-            let got = hex::encode(hasher.finalize());
-            if got != a.sha256 {
-                let _ = tokio::fs::remove_file(&partial).await;
-                return Err(CliError::new(Exit::JobsFailed, format!(
-                    "`{}` of job {job_id}: downloaded bytes have sha256 {got}, expected {}; nothing written",
-                    a.name, a.sha256
-                )));
-            }
-            tokio::fs::rename(&partial, &dest).await?;
+            download(&mut api, job_id, a, &dest, &bar).await?;
             if !self.json {
                 println!(
                     "{}  {}  {} (sha256 verified)",
@@ -133,4 +100,54 @@ impl Args {
         }
         Ok(())
     }
+}
+
+/// Downloads artifact `a` of job `job_id` to `dest` (through a hidden `.partial`
+/// file beside it), checking its sha256; nothing is written when it differs.
+pub async fn download(
+    api: &mut UserApi,
+    job_id: i64,
+    a: &v1::Artifact,
+    dest: &Path,
+    bar: &ProgressBar,
+) -> CliResult {
+    let folder = dest.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let file_name = dest.file_name().unwrap_or_default().to_string_lossy();
+    let partial = folder.join(format!(".{file_name}.partial"));
+    bar.set_style(
+        ProgressStyle::with_template("{msg:24} {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap(),
+    );
+    bar.set_message(a.name.clone());
+    let mut stream = api
+        .download(v1::DownloadRequest {
+            what: Some(v1::download_request::What::ArtifactId(a.id)),
+        })
+        .await?
+        .into_inner();
+    let mut file = tokio::fs::File::create(&partial).await?;
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        hasher.update(&chunk.data);
+        file.write_all(&chunk.data).await?;
+        bar.inc(chunk.data.len() as u64);
+    }
+    file.flush().await?;
+    drop(file);
+    bar.finish_and_clear();
+    let got = hex::encode(hasher.finalize());
+    if got != a.sha256 {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(CliError::new(
+            Exit::JobsFailed,
+            format!(
+                "`{}` of job {job_id}: downloaded bytes have sha256 {got}, expected {}; \
+                 nothing written",
+                a.name, a.sha256
+            ),
+        ));
+    }
+    tokio::fs::rename(&partial, dest).await?;
+    Ok(())
 }

@@ -205,7 +205,14 @@ pub fn parse_experiment(
 pub const PATH_PARAMS: &[(&str, &[&str])] = &[
     ("prepare", &["trainset"]),
     ("train", &["model", "trainset"]),
+    ("sample", &["model"]),
 ];
+
+/// Params that name files or folders on the worker which the submitting machine
+/// need not have (metric weights): made absolute by [`resolve_paths`] like
+/// [`PATH_PARAMS`], but not checked; the worker that runs the job checks them and
+/// says how to make what is missing.
+pub const WORKER_PATH_PARAMS: &[(&str, &[&str])] = &[("eval", &["lpips_weights", "clip_model"])];
 
 /// Makes the folder params of every job ([`PATH_PARAMS`]: a `prepare` job's
 /// `trainset`, a `train` job's `model` and `trainset`) absolute, against `base_dir`
@@ -217,6 +224,19 @@ pub fn resolve_paths(spec: &mut ExperimentSpec, base_dir: &Path) -> Result<(), S
     let mut resolved: HashMap<String, Result<String, String>> = HashMap::new();
     let file = base_dir.display().to_string();
     for job in &mut spec.jobs {
+        if let Some((_, keys)) = WORKER_PATH_PARAMS
+            .iter()
+            .find(|(kind, _)| *kind == job.kind)
+        {
+            for key in *keys {
+                if let Some(path) = job.params.get(*key).and_then(|v| v.as_str()) {
+                    if !path.is_empty() && Path::new(path).is_relative() {
+                        let joined = base_dir.join(path);
+                        job.params[*key] = serde_json::Value::String(joined.display().to_string());
+                    }
+                }
+            }
+        }
         let Some((_, keys)) = PATH_PARAMS.iter().find(|(kind, _)| *kind == job.kind) else {
             continue;
         };

@@ -68,9 +68,11 @@ pub(crate) fn validate_with(
         }
     }
     for (i, job) in jobs.iter().enumerate() {
-        check_dataset(job, jobs, &by_name).map_err(|(field, msg)| {
-            SpecError::for_job(file, &job.name, &origin(i), Some(&field), msg)
-        })?;
+        check_dataset(job, jobs, &by_name)
+            .and_then(|()| check_eval_inputs(job, jobs, &by_name))
+            .map_err(|(field, msg)| {
+                SpecError::for_job(file, &job.name, &origin(i), Some(&field), msg)
+            })?;
     }
     if let Some(cycle) = find_cycle(jobs, &by_name) {
         let names: Vec<&str> = cycle.iter().map(|&i| jobs[i].name.as_str()).collect();
@@ -216,9 +218,74 @@ fn check_dataset(
     }
 }
 
-/// A `train` job on `cuda` must be given a GPU by the scheduler.
+/// A `sample` job takes its adapter from at most one `train` job; an `eval` job
+/// scores the images of one or more `sample` jobs against the held-out images of
+/// one `prepare` job. `needs` are known to name jobs of `jobs`.
+fn check_eval_inputs(
+    job: &JobSpec,
+    jobs: &[JobSpec],
+    by_name: &HashMap<&str, usize>,
+) -> Result<(), (String, String)> {
+    let needed = |kind: &str| -> Vec<&str> {
+        job.needs
+            .iter()
+            .filter(|n| jobs[by_name[n.as_str()]].kind == kind)
+            .map(String::as_str)
+            .collect()
+    };
+    match job.kind.as_str() {
+        "sample" => {
+            let trains = needed("train");
+            if trains.len() > 1 {
+                return Err((
+                    "needs".into(),
+                    format!(
+                        "a sample job applies the adapter of at most one `train` job, but it \
+                         needs {}: {}",
+                        trains.len(),
+                        trains.join(", ")
+                    ),
+                ));
+            }
+        }
+        "eval" => {
+            if needed("sample").is_empty() {
+                return Err((
+                    "needs".into(),
+                    "an eval job scores the images of the `sample` jobs it needs: add at least \
+                     one to `needs:`"
+                        .into(),
+                ));
+            }
+            let prepares = needed("prepare");
+            if prepares.len() != 1 {
+                return Err((
+                    "needs".into(),
+                    format!(
+                        "an eval job compares with the held-out images of one `prepare` job                          (`holdout: N`), but it needs {}{}",
+                        prepares.len(),
+                        if prepares.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", prepares.join(", "))
+                        }
+                    ),
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Kinds that compute on the worker's backend (`params.backend`).
+const BACKEND_KINDS: &[&str] = &["train", "sample", "eval"];
+
+/// A job on `cuda` must be given a GPU by the scheduler.
 fn check_train_backend(job: &JobSpec) -> Result<(), (String, String)> {
-    if job.kind != "train" || job.params.get("backend").and_then(|b| b.as_str()) != Some("cuda") {
+    if !BACKEND_KINDS.contains(&job.kind.as_str())
+        || job.params.get("backend").and_then(|b| b.as_str()) != Some("cuda")
+    {
         return Ok(());
     }
     if job.requires.gpus == 0 || job.requires.backend == "cpu" {

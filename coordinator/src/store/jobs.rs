@@ -269,7 +269,8 @@ impl Store {
     }
 
     /// Cancels, transitively, the queued jobs that need one of `roots`, which ended
-    /// as `how` (`failed`, `was cancelled`); the reason names the job that ended.
+    /// as `how` (`failed`, `was cancelled`); the reason names the job needed and,
+    /// further down, the root whose end started it all.
     pub(crate) async fn cancel_dependents(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -295,7 +296,16 @@ impl Store {
                 self.end_job(tx, &dep, "cancelled", &reason, "cancelled", None, now)
                     .await?;
                 changes.push(change(&dep, "cancelled", &reason));
-                queue.push_back((dep.id, dep.name.clone(), "was cancelled".into()));
+                // `… which was cancelled because job 3 `train` failed`.
+                let root = match how.split_once(" because ") {
+                    Some((_, root)) => root.to_string(),
+                    None => format!("job {id} `{name}` {how}"),
+                };
+                queue.push_back((
+                    dep.id,
+                    dep.name.clone(),
+                    format!("was cancelled because {root}"),
+                ));
             }
         }
         Ok(changes)

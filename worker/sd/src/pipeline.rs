@@ -228,6 +228,20 @@ impl<B: Backend> StableDiffusion<B> {
     }
 }
 
+/// An image [3, H, W] in [0, 1] (channel planes) as 8-bit RGB, rounded as
+/// diffusers' `numpy_to_pil` (`(x * 255).round()`).
+pub fn to_rgb8(chw: &[f32], width: usize, height: usize) -> image::RgbImage {
+    let plane = width * height;
+    assert_eq!(chw.len(), plane * 3, "an image of [3, {height}, {width}]");
+    let mut rgb = Vec::with_capacity(plane * 3);
+    for i in 0..plane {
+        for c in 0..3 {
+            rgb.push((chw[c * plane + i] * 255.0).round().clamp(0.0, 255.0) as u8);
+        }
+    }
+    image::RgbImage::from_raw(width as u32, height as u32, rgb).expect("the buffer's size")
+}
+
 /// Standard normal samples (Box-Muller over ChaCha8), reproducible for a seed.
 pub fn gaussian<B: Backend, const D: usize>(
     seed: u64,

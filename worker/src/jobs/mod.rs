@@ -3,11 +3,15 @@
 //! artifacts, and notice that it was cancelled.
 
 mod context;
+mod eval_job;
 mod noop;
 mod prepare_job;
+mod sample_job;
 mod train_job;
 
 pub use context::{DownloadError, JobContext, JobError};
+
+use crate::train::Device;
 
 /// Runs the job's kind to completion; the value is the job's result document.
 pub async fn run(ctx: &JobContext) -> Result<serde_json::Value, JobError> {
@@ -15,9 +19,25 @@ pub async fn run(ctx: &JobContext) -> Result<serde_json::Value, JobError> {
         "noop" => noop::run(ctx).await,
         "prepare" => prepare_job::run(ctx).await,
         "train" => train_job::run(ctx).await,
+        "sample" => sample_job::run(ctx).await,
+        "eval" => eval_job::run(ctx).await,
         other => Err(JobError::permanent(format!(
             "this worker (version {}) does not know job kind `{other}`",
             env!("CARGO_PKG_VERSION")
         ))),
+    }
+}
+
+/// The CPU, or the GPU the job was given when its params ask for `cuda`.
+fn backend_device(ctx: &JobContext, backend: &str) -> Result<Device, JobError> {
+    if backend != "cuda" {
+        return Ok(Device::Cpu);
+    }
+    match ctx.gpu_indexes.first() {
+        Some(&index) => Ok(Device::Cuda(index as usize)),
+        None => Err(JobError::permanent(
+            "params.backend is cuda but the job was given no GPU: add \
+             `requires: {gpus: 1, backend: cuda}`",
+        )),
     }
 }

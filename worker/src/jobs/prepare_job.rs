@@ -53,6 +53,13 @@ pub async fn run(ctx: &JobContext) -> Result<serde_json::Value, JobError> {
     ctx.progress(0.9, "uploading").await;
     let dataset = ctx.upload("dataset.safetensors", &prepared.dataset).await?;
     let manifest = ctx.upload("manifest.json", &prepared.manifest_path).await?;
+    let mut holdout = serde_json::Value::Null;
+    if let Some((packed, manifest_path, held)) = &prepared.holdout {
+        let artifact = ctx.upload(prepare::HOLDOUT_FILE, packed).await?;
+        ctx.upload(prepare::HOLDOUT_MANIFEST_FILE, manifest_path)
+            .await?;
+        holdout = serde_json::json!({"images": held.count, "sha256": artifact.sha256});
+    }
     let m = &prepared.manifest;
     ctx.log(format!(
         "{} images, {} rejected, {} duplicates",
@@ -67,5 +74,6 @@ pub async fn run(ctx: &JobContext) -> Result<serde_json::Value, JobError> {
         "resolution": m.resolution,
         "dataset_sha256": dataset.sha256,
         "manifest_sha256": manifest.sha256,
+        "holdout": holdout,
     }))
 }

@@ -18,7 +18,7 @@ use atelier_sd::SdError;
 use tokio::sync::mpsc;
 
 use super::context::DownloadError;
-use super::{JobContext, JobError};
+use super::{backend_device, JobContext, JobError};
 use crate::prepare::{self, PrepareError, DATASET_FILE};
 use crate::train::checkpoints::{self, parse_name};
 use crate::train::{self, Device, RunError, RunSpec};
@@ -41,7 +41,7 @@ pub async fn run(ctx: &JobContext) -> Result<serde_json::Value, JobError> {
     let model = PathBuf::from(&params.model);
     ModelFolder::open(&model, Variant::Auto)
         .map_err(|e| JobError::permanent(format!("params.model: {e}")))?;
-    let device = device(ctx, &params)?;
+    let device = backend_device(ctx, &params.backend)?;
 
     let work = ctx.work_dir().await?.to_path_buf();
     let inputs = ctx.inputs().await?;
@@ -130,20 +130,6 @@ pub async fn run(ctx: &JobContext) -> Result<serde_json::Value, JobError> {
         "steps_per_second": if seconds > 0.0 { run_steps as f64 / seconds } else { 0.0 },
         "files": uploaded,
     }))
-}
-
-/// The CPU, or the GPU the job was given when its params ask for `cuda`.
-fn device(ctx: &JobContext, params: &TrainParams) -> Result<Device, JobError> {
-    if params.backend != "cuda" {
-        return Ok(Device::Cpu);
-    }
-    match ctx.gpu_indexes.first() {
-        Some(&index) => Ok(Device::Cuda(index as usize)),
-        None => Err(JobError::permanent(
-            "params.backend is cuda but the job was given no GPU: add \
-             `requires: {gpus: 1, backend: cuda}`",
-        )),
-    }
 }
 
 /// The folder of images to train on: `params.trainset` as is, or the dataset of

@@ -33,6 +33,9 @@ pub use unpack::{image_path, unpack};
 /// File names inside the output folder.
 pub const DATASET_FILE: &str = "dataset.safetensors";
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The held-out images (`PrepareParams::holdout`), in the dataset's format.
+pub const HOLDOUT_FILE: &str = "holdout.safetensors";
+pub const HOLDOUT_MANIFEST_FILE: &str = "holdout.json";
 
 /// How many names of ignored files one log line lists before "and N more".
 const IGNORED_LISTED: usize = 20;
@@ -54,6 +57,8 @@ pub struct PreparedDataset {
     /// `out_dir/manifest.json`.
     pub manifest_path: PathBuf,
     pub manifest: Manifest,
+    /// `out_dir/holdout.safetensors` and `holdout.json`, when images were held out.
+    pub holdout: Option<(PathBuf, PathBuf, Manifest)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +168,10 @@ pub fn prepare(
         path: out_dir.to_path_buf(),
         error,
     })?;
-    let mut packer = pack::Packer::new(out_dir, resolution)?;
+    let held_out = holdout_choice(&found.images, params.holdout as usize);
+    let mut packer = pack::Packer::new(out_dir, "dataset", resolution)?;
+    let mut holdout_packer = pack::Packer::new(out_dir, "holdout", resolution)?;
+    let mut holdout_images = Vec::new();
     let mut images = Vec::new();
     let mut rejected = Vec::new();
     let mut duplicates = Vec::new();
@@ -220,6 +228,11 @@ pub fn prepare(
                         same_as: first.clone(),
                     });
                 } else {
+                    let (packer, images) = if held_out.contains(&candidate.rel) {
+                        (&mut holdout_packer, &mut holdout_images)
+                    } else {
+                        (&mut packer, &mut images)
+                    };
                     packer.push(decoded.pixels.as_raw())?;
                     seen_files.insert(sha256.clone(), candidate.rel.clone());
                     seen_pixels.insert(pixels_hash, candidate.rel.clone());
@@ -257,6 +270,40 @@ pub fn prepare(
         return Err(PrepareError::Cancelled);
     }
 
+    let holdout = if params.holdout > 0 {
+        if holdout_images.len() < params.holdout as usize {
+            on_event(PrepareEvent::Log(format!(
+                "held out {} images, not {}: the others chosen were rejected or duplicates",
+                holdout_images.len(),
+                params.holdout
+            )));
+        }
+        let manifest = Manifest {
+            format: FORMAT.to_string(),
+            source: image_dir.display().to_string(),
+            resolution,
+            count: holdout_images.len(),
+            images: holdout_images,
+            rejected: Vec::new(),
+            duplicates: Vec::new(),
+        };
+        let path = out_dir.join(HOLDOUT_FILE);
+        holdout_packer.finish(&path, &manifest)?;
+        let manifest_path = write_manifest(&out_dir.join(HOLDOUT_MANIFEST_FILE), &manifest)?;
+        on_event(PrepareEvent::Log(format!(
+            "held out {} images for evaluation: {}",
+            manifest.count,
+            manifest
+                .images
+                .iter()
+                .map(|i| format!("`{}`", i.file))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+        Some((path, manifest_path, manifest))
+    } else {
+        None
+    };
     let manifest = Manifest {
         format: FORMAT.to_string(),
         source: image_dir.display().to_string(),
@@ -268,13 +315,7 @@ pub fn prepare(
     };
     let dataset = out_dir.join(DATASET_FILE);
     packer.finish(&dataset, &manifest)?;
-    let manifest_path = out_dir.join(MANIFEST_FILE);
-    let mut json = serde_json::to_vec_pretty(&manifest).map_err(PrepareError::Manifest)?;
-    json.push(b'\n');
-    fs::write(&manifest_path, json).map_err(|error| PrepareError::Write {
-        path: manifest_path.clone(),
-        error,
-    })?;
+    let manifest_path = write_manifest(&out_dir.join(MANIFEST_FILE), &manifest)?;
     on_event(PrepareEvent::Log(format!(
         "packed {} images of {resolution}x{resolution} into `{}` ({} rejected, {} duplicates)",
         manifest.count,
@@ -286,7 +327,34 @@ pub fn prepare(
         dataset,
         manifest_path,
         manifest,
+        holdout,
     })
+}
+
+fn write_manifest(path: &Path, manifest: &Manifest) -> Result<PathBuf, PrepareError> {
+    let mut json = serde_json::to_vec_pretty(manifest).map_err(PrepareError::Manifest)?;
+    json.push(b'\n');
+    fs::write(path, json).map_err(|error| PrepareError::Write {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    Ok(path.to_path_buf())
+}
+
+/// The relative paths of the `n` images held out: those whose path has the
+/// smallest sha256, a choice that does not depend on the order or number of the
+/// other files.
+fn holdout_choice(candidates: &[scan::Candidate], n: usize) -> std::collections::HashSet<String> {
+    let mut keyed: Vec<([u8; 32], &str)> = candidates
+        .iter()
+        .map(|c| (Sha256::digest(c.rel.as_bytes()).into(), c.rel.as_str()))
+        .collect();
+    keyed.sort();
+    keyed
+        .into_iter()
+        .take(n)
+        .map(|(_, rel)| rel.to_string())
+        .collect()
 }
 
 /// The log line listing files that are neither images nor captions.

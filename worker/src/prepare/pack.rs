@@ -29,9 +29,9 @@ pub(crate) struct Packer {
 }
 
 impl Packer {
-    /// Starts a packer whose side file lies in `out_dir`.
-    pub fn new(out_dir: &Path, resolution: u32) -> Result<Self, PrepareError> {
-        let pixels_path = out_dir.join("dataset.pixels.partial");
+    /// Starts a packer whose side file, `<stem>.pixels.partial`, lies in `out_dir`.
+    pub fn new(out_dir: &Path, stem: &str, resolution: u32) -> Result<Self, PrepareError> {
+        let pixels_path = out_dir.join(format!("{stem}.pixels.partial"));
         let file = File::create(&pixels_path).map_err(|error| PrepareError::Write {
             path: pixels_path.clone(),
             error,
