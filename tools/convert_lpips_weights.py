@@ -97,9 +97,9 @@ def lin_keys(net):
     return [(f"lin{i}.model.1.weight", (1, c, 1, 1)) for i, c in enumerate(NETS[net]["channels"])]
 
 
-def convert(net, torchvision_sd, lpips_sd):
+def convert(net, torchvision_sd, lpips_sd, torchvision_name="the torchvision file", lpips_name="the lpips file"):
     """The LPIPS state dict (without `lins.*`) from the two state dicts; raises ValueError
-    naming the tensor when one is missing or has the wrong shape."""
+    naming the file and the tensor when one is missing or has the wrong shape."""
 
     def take(sd, key, shape, what):
         if key not in sd:
@@ -117,12 +117,12 @@ def convert(net, torchvision_sd, lpips_sd):
         "scaling_layer.scale": torch.tensor(SCALE, dtype=torch.float32)[None, :, None, None],
     }
     for key, tv_key, shape in backbone_keys(net):
-        out[key] = take(torchvision_sd, tv_key, shape, "the torchvision file")
+        out[key] = take(torchvision_sd, tv_key, shape, torchvision_name)
     for key, shape in lin_keys(net):
         # Some copies of the LPIPS files carry the `lins.N.` alias instead.
         alias = key.replace("lin", "lins.", 1)
         src = key if key in lpips_sd or alias not in lpips_sd else alias
-        out[key] = take(lpips_sd, src, shape, "the lpips file")
+        out[key] = take(lpips_sd, src, shape, lpips_name)
     return out
 
 
@@ -149,7 +149,7 @@ def main(argv=None):
     try:
         torchvision_sd = torch.load(args.torchvision, map_location="cpu", weights_only=True)
         lpips_sd = torch.load(lpips_path, map_location="cpu", weights_only=True)
-        tensors = convert(args.net, torchvision_sd, lpips_sd)
+        tensors = convert(args.net, torchvision_sd, lpips_sd, f"`{args.torchvision}`", f"`{lpips_path}`")
     except (OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

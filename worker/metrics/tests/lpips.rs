@@ -187,3 +187,58 @@ fn bad_inputs_are_refused() {
         .to_string();
     assert!(err.contains("30x40") && err.contains("31x31"), "{err}");
 }
+
+#[test]
+fn files_naming_the_linear_layers_lins_load_too() {
+    // `lpips.LPIPS().state_dict()` names each linear layer twice (`lin0.`, `lins.0.`);
+    // a file may keep either name, or both.
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("lpips_alex.safetensors");
+    write_test_weights(&original, LpipsNet::Alex, &lin_weights(LpipsNet::Alex)).unwrap();
+    let file = atelier_sd::weights::SafetensorsFile::open(&original).unwrap();
+    let mut names: Vec<String> = file.names().map(str::to_string).collect();
+    names.sort();
+    let tensors = |rename: &dyn Fn(&str) -> Vec<String>| {
+        let mut out = Vec::new();
+        for name in &names {
+            let (shape, values) = file.read_f32(name).unwrap();
+            for new_name in rename(name) {
+                out.push((new_name, shape.clone(), values.clone()));
+            }
+        }
+        out
+    };
+    let as_lins = |name: &str| match name.strip_prefix("lin") {
+        Some(rest) if !rest.starts_with('s') => vec![format!("lins.{rest}")],
+        _ => vec![name.to_string()],
+    };
+    let both = |name: &str| {
+        let mut out = vec![name.to_string()];
+        if let Some(rest) = name.strip_prefix("lin") {
+            out.push(format!("lins.{rest}"));
+        }
+        out
+    };
+    let expected = floats(&read_json(&lpips_dir().join("reference.json"))["distances"]["alex"])[0];
+    let (a, b) = pairs().swap_remove(0);
+    let device = Default::default();
+    for (name, rename) in [
+        ("lins", &as_lins as &dyn Fn(&str) -> Vec<String>),
+        ("both", &both),
+    ] {
+        let path = dir.path().join(format!("{name}.safetensors"));
+        atelier_sd::weights::write_f32_safetensors(&path, &tensors(rename), &[]).unwrap();
+        let lpips = Lpips::<TestBackend>::load(&path, LpipsNet::Alex, &device).unwrap();
+        let d = lpips
+            .distance(
+                to_signed_tensor(std::slice::from_ref(&a), &device).unwrap(),
+                to_signed_tensor(std::slice::from_ref(&b), &device).unwrap(),
+            )
+            .unwrap();
+        assert_within(
+            &format!("pair 0 with `{name}` keys"),
+            (d[0] - expected).abs(),
+            TOLERANCE,
+        );
+    }
+}
