@@ -182,7 +182,10 @@ fn eval_experiment(db: Db) {
     assert!(no_weights["result_json"].as_str().unwrap_or("").is_empty());
 
     // The report: three pictures, the table, and every method in report.json.
-    let out = h.path("report");
+    // ATELIER_REPORT_DIR=/some/dir keeps the report to look at.
+    let out = std::env::var_os("ATELIER_REPORT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| h.path("report"));
     let report = h.json(&["report", "eval-demo", "-o", out.to_str().unwrap(), "--json"]);
     for file in [
         "comparison.png",

@@ -26,7 +26,7 @@ fn metrics() -> [Metric; 3] {
             |r: &Row| r.lpips_nearest,
         ),
         (
-            "LPIPS to every held-out image (mean)",
+            "Mean LPIPS to the held-out images",
             "LPIPS (lower = closer)",
             |r: &Row| r.lpips_pairwise,
         ),
@@ -68,9 +68,11 @@ fn draw(
         }
     }
     let panels = body.split_evenly((3, 1));
-    for (panel, (caption, y_desc, value)) in panels.iter().zip(metrics()) {
-        let digits = if caption.starts_with("LPIPS") { 3 } else { 2 };
-        let caption = if caption.starts_with("LPIPS") {
+    for (panel_index, (panel, (caption, y_desc, value))) in panels.iter().zip(metrics()).enumerate()
+    {
+        let digits = if y_desc.starts_with("LPIPS") { 3 } else { 2 };
+        let lpips = y_desc.starts_with("LPIPS");
+        let caption = if lpips {
             format!("{caption} ({net})")
         } else {
             caption.to_string()
@@ -82,7 +84,8 @@ fn draw(
                 v.mean + v.std
             })
             .fold(0.0f64, f64::max);
-        let top = if highest > 0.0 { highest * 1.25 } else { 1.0 };
+        // Headroom over the highest whisker for the value labels and the legend.
+        let top = if highest > 0.0 { highest * 1.6 } else { 1.0 };
         // A segmented range over 0..k has k + 1 segments (its end included).
         let last = (rows.len() as u32).max(2) - 1;
         let mut chart = ChartBuilder::on(panel)
@@ -155,6 +158,9 @@ fn draw(
                         (FONT, 14).into_font().color(&ink),
                     ),
             ))?;
+        }
+        if panel_index > 0 {
+            continue;
         }
         chart
             .configure_series_labels()

@@ -66,16 +66,16 @@ pub fn render(report: &Report, pictures: &Pictures) -> String {
             md.push_str("![loss](loss.png)\n\n");
         }
         md.push_str(
-            "| train job | method | token | steps | mean loss, first 50 → last 50 steps |\n",
+            "| train job | method | token | steps | mean loss: first → last steps (up to 50 each) |\n",
         );
         md.push_str("|---|---|---|---|---|\n");
         for t in &report.trainings {
-            let window = 50.min(t.losses.len());
+            let window = (t.losses.len() / 2).clamp(1, 50).min(t.losses.len());
             let first = mean(&t.losses[..window]);
             let last = mean(&t.losses[t.losses.len() - window..]);
             let _ = writeln!(
                 md,
-                "| {} `{}` | {} | {} | {} | {first:.4} → {last:.4} |",
+                "| {} `{}` | {} | {} | {} | {first:.4} → {last:.4} ({window} each) |",
                 t.train_job,
                 t.train_job_name,
                 t.method,
