@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use atelier_proto::kinds::PrepareParams;
 use atelier_worker::prepare::{
     self, Duplicate, Manifest, PrepareError, PrepareEvent, PreparedDataset, DATASET_FILE, FORMAT,
-    MANIFEST_FILE,
+    HOLDOUT_FILE, HOLDOUT_MANIFEST_FILE, MANIFEST_FILE,
 };
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
@@ -45,6 +45,7 @@ fn params(trainset: &Path) -> PrepareParams {
         dedupe: true,
         min_images: 1,
         strict: false,
+        holdout: 0,
     }
 }
 
@@ -621,4 +622,103 @@ fn unpack_refuses_what_prepare_did_not_write() {
     // Cancelled.
     let err = prepare::unpack(&prepared.dataset, &folder.path().join("c"), &|| true).unwrap_err();
     assert!(matches!(err, PrepareError::Cancelled), "{err}");
+}
+
+#[test]
+fn holdout_keeps_images_out_of_the_dataset_by_their_names() {
+    let run = run(&PrepareParams {
+        holdout: 3,
+        ..params(&fixture())
+    });
+    let prepared = run.result.unwrap();
+    let (holdout_path, holdout_manifest_path, held) = prepared.holdout.clone().unwrap();
+    assert_eq!(holdout_path, run.out.path().join(HOLDOUT_FILE));
+    assert_eq!(
+        holdout_manifest_path,
+        run.out.path().join(HOLDOUT_MANIFEST_FILE)
+    );
+    assert_eq!(held.count, 3);
+    assert_eq!(prepared.manifest.count, PACKED.len() - 3);
+    let held_files: Vec<&str> = held.images.iter().map(|i| i.file.as_str()).collect();
+    eprintln!("held out: {held_files:?}");
+    // Held-out images are packed first, so a copy of one is the duplicate left out
+    // of training: `scene.webp` is held out and `scene.png`, the same pixels, is not
+    // trained on.
+    assert!(held_files.contains(&"scene.webp"), "{held_files:?}");
+    assert!(prepared.manifest.duplicates.contains(&Duplicate {
+        file: "scene.png".into(),
+        same_as: "scene.webp".into(),
+    }));
+    let mut all: Vec<&str> = prepared
+        .manifest
+        .images
+        .iter()
+        .chain(&held.images)
+        .map(|i| i.file.as_str())
+        .collect();
+    all.sort();
+    let expected: Vec<&str> = PACKED
+        .iter()
+        .map(|f| if *f == "scene.png" { "scene.webp" } else { f })
+        .collect();
+    assert_eq!(all, expected);
+    // The held-out file reads back like a dataset.
+    let unpacked = TempDir::new().unwrap();
+    let back = prepare::unpack(&holdout_path, unpacked.path(), &|| false).unwrap();
+    assert_eq!(back, held);
+    let logs = logs(&run.events).join("\n");
+    assert!(logs.contains("held out 3 images for evaluation"), "{logs}");
+
+    // The choice depends on the names only: the same three on a re-run, and the
+    // same three with another file added to the folder.
+    let again = self::run(&PrepareParams {
+        holdout: 3,
+        ..params(&fixture())
+    });
+    let again_held = again.result.unwrap().holdout.unwrap().2;
+    assert_eq!(again_held, held);
+    let folder = TempDir::new().unwrap();
+    copy_dir(&fixture().join("images"), folder.path());
+    image::RgbImage::from_pixel(40, 40, image::Rgb([1, 2, 3]))
+        .save(folder.path().join("zz-extra.png"))
+        .unwrap();
+    let grown = self::run(&PrepareParams {
+        holdout: 3,
+        ..params(folder.path())
+    });
+    let grown_files: Vec<String> = grown
+        .result
+        .unwrap()
+        .holdout
+        .unwrap()
+        .2
+        .images
+        .iter()
+        .map(|i| i.file.clone())
+        .collect();
+    let held_files: Vec<String> = held.images.iter().map(|i| i.file.clone()).collect();
+    let kept = held_files
+        .iter()
+        .filter(|f| grown_files.contains(f))
+        .count();
+    // One of the three may give way to the new file, no more.
+    assert!(kept >= 2, "{held_files:?} -> {grown_files:?}");
+
+    // Without `holdout` no file is written.
+    let plain = self::run(&params(&fixture()));
+    assert!(plain.result.unwrap().holdout.is_none());
+    assert!(!plain.out.path().join(HOLDOUT_FILE).exists());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }

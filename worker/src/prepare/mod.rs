@@ -13,10 +13,10 @@
 //!
 //! The API is synchronous and blocking; the agent runs it in `spawn_blocking`.
 
-mod decode;
+pub(crate) mod decode;
 mod manifest;
 mod pack;
-mod scan;
+pub(crate) mod scan;
 mod unpack;
 
 use std::collections::HashMap;
@@ -168,87 +168,55 @@ pub fn prepare(
         path: out_dir.to_path_buf(),
         error,
     })?;
-    let held_out = holdout_choice(&found.images, params.holdout as usize);
-    let mut packer = pack::Packer::new(out_dir, "dataset", resolution)?;
-    let mut holdout_packer = pack::Packer::new(out_dir, "holdout", resolution)?;
-    let mut holdout_images = Vec::new();
-    let mut images = Vec::new();
-    let mut rejected = Vec::new();
-    let mut duplicates = Vec::new();
-    // Hash of the file bytes, and of the packed pixels, to the file that had it first.
-    let mut seen_files: HashMap<String, String> = HashMap::new();
-    let mut seen_pixels: HashMap<[u8; 32], String> = HashMap::new();
+    let mut packing = Packing {
+        dataset: pack::Packer::new(out_dir, "dataset", resolution)?,
+        holdout: pack::Packer::new(out_dir, "holdout", resolution)?,
+        images: Vec::new(),
+        holdout_images: Vec::new(),
+        rejected: Vec::new(),
+        duplicates: Vec::new(),
+        seen_files: HashMap::new(),
+        seen_pixels: HashMap::new(),
+    };
     let mut progress = Progress::new(total);
     progress.report(0, on_event);
-
-    for (i, candidate) in found.images.into_iter().enumerate() {
+    let mut candidates: Vec<Option<scan::Candidate>> = found.images.into_iter().map(Some).collect();
+    let mut done = 0;
+    // Held-out images first, in the order of the sha256 of their names, until
+    // `holdout` are usable: a choice that a re-run repeats, that passes over broken
+    // files, and that makes any copy of a held-out image a duplicate left out of
+    // training rather than a leak.
+    if params.holdout > 0 {
+        for i in holdout_order(&candidates) {
+            if packing.holdout_images.len() >= params.holdout as usize {
+                break;
+            }
+            if cancelled() {
+                return Err(PrepareError::Cancelled);
+            }
+            let candidate = candidates[i].take().expect("each candidate once");
+            packing.handle(candidate, true, params, resolution, on_event)?;
+            done += 1;
+            progress.report(done, on_event);
+        }
+    }
+    for candidate in candidates.into_iter().flatten() {
         if cancelled() {
             return Err(PrepareError::Cancelled);
         }
-        let bytes = fs::read(&candidate.path).map_err(|error| PrepareError::Read {
-            path: candidate.path.clone(),
-            error,
-        })?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        if let Some(first) = params.dedupe.then(|| seen_files.get(&sha256)).flatten() {
-            duplicates.push(Duplicate {
-                file: candidate.rel,
-                same_as: first.clone(),
-            });
-            progress.report(i + 1, on_event);
-            continue;
-        }
-
-        match decode::decode(&bytes, &candidate.path, resolution) {
-            Err(reason) if params.strict => {
-                return Err(PrepareError::Decode {
-                    path: candidate.path,
-                    reason,
-                })
-            }
-            Err(reason) => {
-                on_event(PrepareEvent::Log(format!(
-                    "rejected `{}`: {reason}",
-                    candidate.rel
-                )));
-                rejected.push(Rejected {
-                    file: candidate.rel,
-                    reason,
-                });
-            }
-            Ok(decoded) => {
-                let pixels_hash: [u8; 32] = Sha256::digest(decoded.pixels.as_raw()).into();
-                if let Some(first) = params
-                    .dedupe
-                    .then(|| seen_pixels.get(&pixels_hash))
-                    .flatten()
-                {
-                    duplicates.push(Duplicate {
-                        file: candidate.rel,
-                        same_as: first.clone(),
-                    });
-                } else {
-                    let (packer, images) = if held_out.contains(&candidate.rel) {
-                        (&mut holdout_packer, &mut holdout_images)
-                    } else {
-                        (&mut packer, &mut images)
-                    };
-                    packer.push(decoded.pixels.as_raw())?;
-                    seen_files.insert(sha256.clone(), candidate.rel.clone());
-                    seen_pixels.insert(pixels_hash, candidate.rel.clone());
-                    images.push(ManifestImage {
-                        index: images.len(),
-                        file: candidate.rel,
-                        sha256,
-                        width: decoded.width,
-                        height: decoded.height,
-                        caption: candidate.caption,
-                    });
-                }
-            }
-        }
-        progress.report(i + 1, on_event);
+        packing.handle(candidate, false, params, resolution, on_event)?;
+        done += 1;
+        progress.report(done, on_event);
     }
+    let Packing {
+        dataset: packer,
+        holdout: holdout_packer,
+        images,
+        holdout_images,
+        rejected,
+        duplicates,
+        ..
+    } = packing;
 
     if !duplicates.is_empty() {
         on_event(PrepareEvent::Log(format!(
@@ -273,7 +241,7 @@ pub fn prepare(
     let holdout = if params.holdout > 0 {
         if holdout_images.len() < params.holdout as usize {
             on_event(PrepareEvent::Log(format!(
-                "held out {} images, not {}: the others chosen were rejected or duplicates",
+                "held out {} images, not {}: there are no more usable ones",
                 holdout_images.len(),
                 params.holdout
             )));
@@ -341,20 +309,113 @@ fn write_manifest(path: &Path, manifest: &Manifest) -> Result<PathBuf, PrepareEr
     Ok(path.to_path_buf())
 }
 
-/// The relative paths of the `n` images held out: those whose path has the
-/// smallest sha256, a choice that does not depend on the order or number of the
-/// other files.
-fn holdout_choice(candidates: &[scan::Candidate], n: usize) -> std::collections::HashSet<String> {
-    let mut keyed: Vec<([u8; 32], &str)> = candidates
+/// Candidate indexes by the sha256 of their relative path: the order in which
+/// images are tried for the held-out set, independent of the other files.
+fn holdout_order(candidates: &[Option<scan::Candidate>]) -> Vec<usize> {
+    let mut keyed: Vec<([u8; 32], usize)> = candidates
         .iter()
-        .map(|c| (Sha256::digest(c.rel.as_bytes()).into(), c.rel.as_str()))
+        .enumerate()
+        .filter_map(|(i, c)| {
+            c.as_ref()
+                .map(|c| (Sha256::digest(c.rel.as_bytes()).into(), i))
+        })
         .collect();
     keyed.sort();
-    keyed
-        .into_iter()
-        .take(n)
-        .map(|(_, rel)| rel.to_string())
-        .collect()
+    keyed.into_iter().map(|(_, i)| i).collect()
+}
+
+/// What has been packed so far, into the dataset and the held-out set, and what
+/// was left out.
+struct Packing {
+    dataset: pack::Packer,
+    holdout: pack::Packer,
+    images: Vec<ManifestImage>,
+    holdout_images: Vec<ManifestImage>,
+    rejected: Vec<Rejected>,
+    duplicates: Vec<Duplicate>,
+    /// Hash of the file bytes, and of the packed pixels, to the file that had it first.
+    seen_files: HashMap<String, String>,
+    seen_pixels: HashMap<[u8; 32], String>,
+}
+
+impl Packing {
+    /// Reads, decodes and packs one image (into the held-out set when `held`), or
+    /// records it as rejected or duplicate.
+    fn handle(
+        &mut self,
+        candidate: scan::Candidate,
+        held: bool,
+        params: &PrepareParams,
+        resolution: u32,
+        on_event: &mut dyn FnMut(PrepareEvent),
+    ) -> Result<(), PrepareError> {
+        let bytes = fs::read(&candidate.path).map_err(|error| PrepareError::Read {
+            path: candidate.path.clone(),
+            error,
+        })?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        if let Some(first) = params
+            .dedupe
+            .then(|| self.seen_files.get(&sha256))
+            .flatten()
+        {
+            self.duplicates.push(Duplicate {
+                file: candidate.rel,
+                same_as: first.clone(),
+            });
+            return Ok(());
+        }
+        let decoded = match decode::decode(&bytes, &candidate.path, resolution) {
+            Ok(decoded) => decoded,
+            Err(reason) if params.strict => {
+                return Err(PrepareError::Decode {
+                    path: candidate.path,
+                    reason,
+                })
+            }
+            Err(reason) => {
+                on_event(PrepareEvent::Log(format!(
+                    "rejected `{}`: {reason}",
+                    candidate.rel
+                )));
+                self.rejected.push(Rejected {
+                    file: candidate.rel,
+                    reason,
+                });
+                return Ok(());
+            }
+        };
+        let pixels_hash: [u8; 32] = Sha256::digest(decoded.pixels.as_raw()).into();
+        if let Some(first) = params
+            .dedupe
+            .then(|| self.seen_pixels.get(&pixels_hash))
+            .flatten()
+        {
+            self.duplicates.push(Duplicate {
+                file: candidate.rel,
+                same_as: first.clone(),
+            });
+            return Ok(());
+        }
+        let (packer, images) = if held {
+            (&mut self.holdout, &mut self.holdout_images)
+        } else {
+            (&mut self.dataset, &mut self.images)
+        };
+        packer.push(decoded.pixels.as_raw())?;
+        self.seen_files
+            .insert(sha256.clone(), candidate.rel.clone());
+        self.seen_pixels.insert(pixels_hash, candidate.rel.clone());
+        images.push(ManifestImage {
+            index: images.len(),
+            file: candidate.rel,
+            sha256,
+            width: decoded.width,
+            height: decoded.height,
+            caption: candidate.caption,
+        });
+        Ok(())
+    }
 }
 
 /// The log line listing files that are neither images nor captions.
