@@ -12,6 +12,8 @@
 //! - `sample`: images from a model with a trained adapter, from fixed seeds (the
 //!   `sample` kind).
 //! - `eval`: LPIPS and CLIP score of sample sets (the `eval` kind).
+//! - `trainset`: trainset folders and their `trainset.toml`: import, check, survey
+//!   (the `atelier trainset` commands).
 
 pub mod agent;
 pub mod client;
@@ -21,3 +23,4 @@ pub mod prepare;
 pub mod resources;
 pub mod sample;
 pub mod train;
+pub mod trainset;

@@ -15,6 +15,7 @@ mod retry;
 mod show;
 mod submit;
 mod train;
+mod trainset;
 mod up;
 mod watch;
 mod worker;
@@ -63,6 +64,9 @@ pub enum Command {
     /// Fine-tune a model folder on a folder of images: LoRA, DreamBooth-LoRA or textual inversion
     // Boxed: its many flags would make every other variant as large.
     Train(Box<train::Args>),
+    /// Make a trainset from a folder of images, list, show or check trainsets
+    #[command(subcommand)]
+    Trainset(trainset::Trainset),
     /// Make a model folder with random weights, or inspect one
     #[command(subcommand)]
     Model(model::Model),
@@ -91,6 +95,7 @@ impl Command {
             Command::Workers(a) => a.exec(settings).await,
             Command::Generate(a) => a.exec(settings).await,
             Command::Train(a) => a.exec(settings).await,
+            Command::Trainset(t) => t.exec(settings).await,
             Command::Model(m) => m.exec(settings).await,
             Command::Bench(b) => b.exec(settings).await,
         }

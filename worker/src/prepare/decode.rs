@@ -6,7 +6,7 @@ use std::path::Path;
 
 use image::imageops::{self, FilterType};
 use image::metadata::Orientation;
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 /// Lanczos3, the filter of PIL's `LANCZOS` that diffusers' and kohya's dataset
 /// loaders use. CatmullRom has two thirds of its taps: not enough of a saving to
@@ -22,14 +22,44 @@ pub(crate) struct Decoded {
     pub pixels: RgbImage,
 }
 
+/// An image file decoded at full size, as displayed, before any conversion.
+pub(crate) struct Opened {
+    /// The format the content decoded as (the content decides, not the name).
+    pub format: ImageFormat,
+    /// The decoder's colour type. A CMYK JPEG reads as RGB8: the decoder converts it.
+    pub color: ColorType,
+    /// Whether an EXIF orientation other than the identity was applied.
+    pub reoriented: bool,
+    pub image: DynamicImage,
+}
+
 /// Decodes `bytes` (the content of `path`) into a `resolution`-sided square.
 ///
 /// The content decides the format; `path`'s extension is only the fallback when the
 /// content is not recognised. The error is the decoder's message.
 pub(crate) fn decode(bytes: &[u8], path: &Path, resolution: u32) -> Result<Decoded, String> {
+    catching_panics(|| {
+        let opened = open_inner(bytes, path)?;
+        let (width, height) = (opened.image.width(), opened.image.height());
+        let rgb = to_rgb8_over_white(opened.image);
+        Ok(Decoded {
+            width,
+            height,
+            pixels: square(&rgb, resolution),
+        })
+    })
+}
+
+/// Decodes `bytes` (the content of `path`) at full size, with its EXIF orientation
+/// applied; what [`decode`] starts from. Same errors as [`decode`].
+pub(crate) fn open(bytes: &[u8], path: &Path) -> Result<Opened, String> {
+    catching_panics(|| open_inner(bytes, path))
+}
+
+fn catching_panics<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     // Decoders are fed untrusted files; one that panics rejects the file rather than
     // taking the worker down.
-    match panic::catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, path, resolution))) {
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(payload) => {
             let message = payload
@@ -42,13 +72,15 @@ pub(crate) fn decode(bytes: &[u8], path: &Path, resolution: u32) -> Result<Decod
     }
 }
 
-fn decode_inner(bytes: &[u8], path: &Path, resolution: u32) -> Result<Decoded, String> {
+fn open_inner(bytes: &[u8], path: &Path) -> Result<Opened, String> {
     let mut reader = ImageReader::new(Cursor::new(bytes));
     if let Ok(format) = ImageFormat::from_path(path) {
         reader.set_format(format);
     }
     let reader = reader.with_guessed_format().map_err(|e| e.to_string())?;
+    let format = reader.format();
     let mut decoder = reader.into_decoder().map_err(|e| e.to_string())?;
+    let color = decoder.color_type();
     // A broken EXIF block is no reason to lose the picture.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
@@ -58,11 +90,12 @@ fn decode_inner(bytes: &[u8], path: &Path, resolution: u32) -> Result<Decoded, S
     if width == 0 || height == 0 {
         return Err(format!("image is {width}x{height} pixels"));
     }
-    let rgb = to_rgb8_over_white(image);
-    Ok(Decoded {
-        width,
-        height,
-        pixels: square(&rgb, resolution),
+    Ok(Opened {
+        // `into_decoder` fails when no format was set or guessed.
+        format: format.ok_or("image format could not be determined")?,
+        color,
+        reoriented: orientation != Orientation::NoTransforms,
+        image,
     })
 }
 
