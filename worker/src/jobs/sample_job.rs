@@ -34,6 +34,14 @@ pub async fn run(ctx: &JobContext) -> Result<serde_json::Value, JobError> {
     let work = ctx.work_dir().await?.to_path_buf();
     let inputs = ctx.inputs().await?;
     let trained = adapter(ctx, &params, &inputs, &work).await?;
+    if trained.token.is_none() {
+        if let Some(i) = params.prompts.iter().position(|p| p.contains("{token}")) {
+            return Err(JobError::permanent(format!(
+                "params.prompts[{i}] uses `{{token}}`, but there is no trained token: the job \
+                 needs no train job (or its training.json names none)"
+            )));
+        }
+    }
     let prompts = params.prompts_for(trained.token.as_deref());
     ctx.log(format!(
         "sampling {} x {} images ({} {} steps, guidance {}, seeds {}..{}) with {}",
