@@ -1216,3 +1216,111 @@ fn sample_and_eval_jobs_are_checked_by_field_and_by_what_they_need() {
     ))
     .unwrap();
 }
+
+#[test]
+fn the_study_file_is_valid_with_its_needs_and_requirements() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../experiments");
+    let path = format!("{dir}/study.yaml");
+    let source = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let spec = parse_experiment(
+        &source,
+        "study.yaml",
+        &[parse_set("model=/m/sd15").unwrap()],
+    )
+    .unwrap();
+    assert_eq!(spec.jobs.len(), 4 + 6 + 6 + 4, "{:?}", names(&spec));
+    for style in ["monet", "vangogh", "francis"] {
+        let train = job(&spec, &format!("lora-{style}"));
+        assert_eq!(train.needs, [format!("prep-{style}")]);
+        assert_eq!(train.params["token"], format!("<{style}-style>"));
+        // The original study's hyper-parameters.
+        assert_eq!(
+            (
+                &train.params["rank"],
+                &train.params["alpha"],
+                &train.params["lr"],
+                &train.params["steps"],
+                &train.params["resolution"],
+                &train.params["batch"],
+                &train.params["precision"],
+            ),
+            (
+                &json!(4),
+                &json!(4),
+                &json!(5.0e-4),
+                &json!(200),
+                &json!(512),
+                &json!(1),
+                &json!("f16")
+            )
+        );
+        assert_eq!(train.params["model"], "/m/sd15");
+        assert_eq!(
+            (train.requires.gpus, train.requires.backend.as_str()),
+            (1, "cuda")
+        );
+        assert_eq!(
+            job(&spec, &format!("eval-lora-{style}")).needs,
+            [format!("prep-{style}"), format!("sample-lora-{style}")]
+        );
+    }
+    let prep = job(&spec, "prep-anime");
+    assert_eq!(
+        (prep.requires.gpus, prep.requires.backend.as_str()),
+        (0, "any")
+    );
+    assert_eq!(prep.params["holdout"], 20);
+    let db = job(&spec, "dreambooth-anime");
+    assert_eq!(db.params["method"], "dreambooth");
+    assert_eq!(db.params["class_images"], 100);
+    assert_eq!(db.params["class_prompt"], "an anime character");
+    let ti = job(&spec, "ti-anime");
+    assert_eq!(
+        (&ti.params["steps"], &ti.params["lr"]),
+        (&json!(800), &json!(5.0e-4))
+    );
+    assert_eq!(
+        job(&spec, "eval-anime").needs,
+        [
+            "prep-anime",
+            "sample-lora-anime",
+            "sample-dreambooth-anime",
+            "sample-ti-anime"
+        ]
+    );
+
+    // The same file on the CPU with the tiny model: no GPU asked for.
+    let small = parse_experiment(
+        &source,
+        "study.yaml",
+        &[
+            parse_set("backend=cpu").unwrap(),
+            parse_set("gpus=0").unwrap(),
+            parse_set("precision=f32").unwrap(),
+        ],
+    )
+    .unwrap();
+    let train = job(&small, "ti-anime");
+    assert_eq!(
+        (train.requires.gpus, train.requires.backend.as_str()),
+        (0, "cpu")
+    );
+    assert_eq!(train.params["backend"], "cpu");
+}
+
+#[test]
+fn the_sweep_beside_the_study_is_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../experiments");
+    let source = std::fs::read_to_string(format!("{dir}/study-sweep.yaml")).unwrap();
+    let spec = parse_experiment(&source, "study-sweep.yaml", &[]).unwrap();
+    assert_eq!(
+        names(&spec),
+        ["prep", "lora-0", "lora-1", "lora-2", "lora-3", "lora-4", "lora-5"]
+    );
+    let last = job(&spec, "lora-5");
+    assert_eq!(
+        (&last.params["rank"], &last.params["lr"]),
+        (&json!(8), &json!(1.0e-3))
+    );
+    assert_eq!(last.needs, ["prep"]);
+}
