@@ -30,7 +30,7 @@ const CAPTIONS: usize = 11;
 fn pattern(seed: u32) -> RgbImage {
     let (w, h) = (24 + (seed % 3) * 8, 16 + (seed % 2) * 8);
     RgbImage::from_fn(w, h, |x, y| {
-        let checker = if (x / 4 + y / 4 + seed) % 2 == 0 {
+        let checker = if (x / 4 + y / 4 + seed).is_multiple_of(2) {
             50
         } else {
             0
@@ -544,6 +544,15 @@ fn import_of_200_files_names_every_outcome_and_a_reimport_changes_nothing() {
     );
     assert_eq!(repaired["foreign"], serde_json::json!(["stray.png"]));
     assert_eq!(fs::read(&manifest_path).unwrap(), manifest_bytes);
+}
+
+/// The committed demo manifest lists the committed demo images, hash for hash
+/// (regenerating them means importing them again).
+#[test]
+fn the_committed_demo_set_checks_clean() {
+    let dir = repo().join("trainsets");
+    let out = run(&["trainset", "check", "demo", "--dir", dir.to_str().unwrap()]);
+    assert!(ok(&out).contains("all 24 files match"));
 }
 
 #[test]

@@ -393,7 +393,7 @@ pub fn check_caption_template(template: &str) -> Result<(), String> {
 
 /// Latents are an eighth of the image's side: the side must divide by 8.
 pub fn check_resolution(resolution: u32) -> Result<(), String> {
-    if !(8..=4096).contains(&resolution) || resolution % 8 != 0 {
+    if !(8..=4096).contains(&resolution) || !resolution.is_multiple_of(8) {
         return Err(format!(
             "{resolution} is not a multiple of 8 between 8 and 4096"
         ));

@@ -49,8 +49,8 @@ pub fn locate(dir: &Path, name: &str) -> PathBuf {
 mod tests {
     use super::*;
 
-    /// The manifests committed under `trainsets/` read back, and are in the form
-    /// `import` writes (so that an import changes only what it adds).
+    /// Every folder of `trainsets/` has a manifest that reads back and is in the
+    /// form `import` writes (so that an import changes only what it adds).
     #[test]
     fn committed_manifests_are_valid_and_in_written_form() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../trainsets");
@@ -65,8 +65,12 @@ mod tests {
             assert_eq!(manifest.to_toml(), text, "{}", dir.display());
             seen.push(manifest.name);
         }
-        seen.sort();
-        assert_eq!(seen, ["anime", "demo", "francis", "monet", "vangogh"]);
+        for name in ["anime", "demo", "francis", "monet", "vangogh"] {
+            assert!(
+                seen.iter().any(|s| s == name),
+                "no trainsets/{name}/trainset.toml"
+            );
+        }
     }
 
     #[test]
