@@ -67,6 +67,7 @@ pub fn check(
     };
     let mut listed = HashSet::new();
     let total = manifest.files.len();
+    on_progress(0, total);
     for (i, file) in manifest.files.iter().enumerate() {
         let path = images_dir.join(&file.path);
         listed.insert(file.path.clone());
