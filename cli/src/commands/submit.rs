@@ -4,7 +4,7 @@ use atelier_coordinator::spec::{self, ExperimentSpec};
 use atelier_proto::v1;
 
 use crate::error::{CliError, CliResult};
-use crate::output::{print_json, table};
+use crate::output::{print_json, shorten, table};
 use crate::settings::Settings;
 
 #[derive(clap::Args, Debug)]
@@ -92,14 +92,15 @@ impl Args {
                     .collect();
                 print_json(&serde_json::json!({"name": exp.name, "jobs": jobs}));
             } else {
-                let mut t = table(&["NAME", "KIND", "PRIORITY", "NEEDS", "PARAMS"]);
+                let mut t = table(&["NAME", "KIND", "PRIORITY", "NEEDS", "REQUIRES", "PARAMS"]);
                 for j in &exp.jobs {
                     t.add_row(vec![
                         j.name.clone(),
                         j.kind.clone(),
                         j.priority.to_string(),
-                        j.needs.join(","),
-                        j.params.to_string(),
+                        j.needs.join(", "),
+                        requirements(&j.requires),
+                        shorten(&j.params.to_string(), PARAMS_SHOWN),
                     ]);
                 }
                 println!("{t}");
@@ -130,4 +131,28 @@ impl Args {
         }
         Ok(())
     }
+}
+
+/// Characters of a job's params the dry-run table shows (`--json` has them all).
+const PARAMS_SHOWN: usize = 100;
+
+/// `1 GPU (cuda)`, `cpu`, `2 GPUs ≥ 24 GB, labels zone=a`: what a worker must offer.
+fn requirements(r: &atelier_coordinator::spec::Requirements) -> String {
+    let mut parts = Vec::new();
+    match r.gpus {
+        0 => parts.push(r.backend.clone()),
+        n => parts.push(format!(
+            "{n} GPU{} ({})",
+            if n == 1 { "" } else { "s" },
+            r.backend
+        )),
+    }
+    if r.gpu_mem_gb > 0.0 {
+        parts.push(format!("≥ {} GB each", r.gpu_mem_gb));
+    }
+    if !r.labels.is_empty() {
+        let labels: Vec<String> = r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        parts.push(format!("labels {}", labels.join(",")));
+    }
+    parts.join(", ")
 }
