@@ -13,9 +13,9 @@ use atelier_proto::v1;
 use tokio::sync::mpsc;
 
 use super::context::DownloadError;
-use super::{backend_device, JobContext, JobError};
+use super::{backend_device, unpack_dataset, JobContext, JobError};
 use crate::eval::{self, EvalError, EvalSpec, Reference, SampleSet, SetMetrics, METRICS_FILE};
-use crate::prepare::{self, PrepareError, HOLDOUT_FILE};
+use crate::prepare::{self, HOLDOUT_FILE};
 use crate::sample::{SampleIndex, SAMPLES_INDEX, SAMPLES_TENSORS};
 
 enum Event {
@@ -161,26 +161,7 @@ async fn references(
                 source.job_id, source.name
             ))
         })?;
-    let packed = work.join(HOLDOUT_FILE);
-    ctx.download(artifact, &packed)
-        .await
-        .map_err(DownloadError::into_job_error)?;
-    let folder = work.join("references");
-    let cancel = ctx.cancel.clone();
-    let unpacked = {
-        let (packed, folder) = (packed.clone(), folder.clone());
-        tokio::task::spawn_blocking(move || {
-            prepare::unpack(&packed, &folder, &|| cancel.is_cancelled())
-        })
-        .await
-        .map_err(|e| JobError::retryable(format!("unpacking the references panicked: {e}")))?
-    };
-    let manifest = unpacked.map_err(|e| match e {
-        PrepareError::Read { .. } | PrepareError::Write { .. } => {
-            JobError::retryable(e.to_string())
-        }
-        other => JobError::permanent(format!("job {} `{}`: {other}", source.job_id, source.name)),
-    })?;
+    let (folder, manifest) = unpack_dataset(ctx, source, artifact, work, "references").await?;
     Ok(manifest
         .images
         .iter()

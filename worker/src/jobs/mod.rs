@@ -11,6 +11,11 @@ mod train_job;
 
 pub use context::{DownloadError, JobContext, JobError};
 
+use std::path::{Path, PathBuf};
+
+use atelier_proto::v1;
+
+use crate::prepare::{self, Manifest, PrepareError};
 use crate::train::Device;
 
 /// Runs the job's kind to completion; the value is the job's result document.
@@ -40,4 +45,38 @@ fn backend_device(ctx: &JobContext, backend: &str) -> Result<Device, JobError> {
              `requires: {gpus: 1, backend: cuda}`",
         )),
     }
+}
+
+/// Downloads `artifact`, a packed dataset of the needed job `source` (sha256
+/// checked), and unpacks it into `work/<folder>/` as PNG files and captions; the
+/// packed file is removed afterwards.
+async fn unpack_dataset(
+    ctx: &JobContext,
+    source: &v1::NeededJob,
+    artifact: &v1::Artifact,
+    work: &Path,
+    folder: &str,
+) -> Result<(PathBuf, Manifest), JobError> {
+    let packed = work.join(&artifact.name);
+    ctx.download(artifact, &packed)
+        .await
+        .map_err(DownloadError::into_job_error)?;
+    let folder = work.join(folder);
+    let cancel = ctx.cancel.clone();
+    let unpacked = {
+        let (packed, folder) = (packed.clone(), folder.clone());
+        tokio::task::spawn_blocking(move || {
+            prepare::unpack(&packed, &folder, &|| cancel.is_cancelled())
+        })
+        .await
+        .map_err(|e| JobError::retryable(format!("unpacking `{}` panicked: {e}", artifact.name)))?
+    };
+    let manifest = unpacked.map_err(|e| match e {
+        PrepareError::Read { .. } | PrepareError::Write { .. } => {
+            JobError::retryable(e.to_string())
+        }
+        other => JobError::permanent(format!("job {} `{}`: {other}", source.job_id, source.name)),
+    })?;
+    let _ = tokio::fs::remove_file(&packed).await;
+    Ok((folder, manifest))
 }

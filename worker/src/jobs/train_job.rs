@@ -18,8 +18,8 @@ use atelier_sd::SdError;
 use tokio::sync::mpsc;
 
 use super::context::DownloadError;
-use super::{backend_device, JobContext, JobError};
-use crate::prepare::{self, PrepareError, DATASET_FILE};
+use super::{backend_device, unpack_dataset, JobContext, JobError};
+use crate::prepare::DATASET_FILE;
 use crate::train::checkpoints::{self, parse_name};
 use crate::train::{self, Device, RunError, RunSpec};
 
@@ -181,27 +181,7 @@ async fn trainset(
         "downloading `{DATASET_FILE}` of job {} `{}` ({} bytes, sha256 {})",
         source.job_id, source.name, artifact.size, artifact.sha256
     ));
-    let packed = work.join(DATASET_FILE);
-    ctx.download(artifact, &packed)
-        .await
-        .map_err(DownloadError::into_job_error)?;
-    let folder = work.join("trainset");
-    let cancel = ctx.cancel.clone();
-    let unpacked = {
-        let (packed, folder) = (packed.clone(), folder.clone());
-        tokio::task::spawn_blocking(move || {
-            prepare::unpack(&packed, &folder, &|| cancel.is_cancelled())
-        })
-        .await
-        .map_err(|e| JobError::retryable(format!("unpacking the dataset panicked: {e}")))?
-    };
-    let manifest = unpacked.map_err(|e| match e {
-        PrepareError::Read { .. } | PrepareError::Write { .. } => {
-            JobError::retryable(e.to_string())
-        }
-        other => JobError::permanent(other.to_string()),
-    })?;
-    let _ = tokio::fs::remove_file(&packed).await;
+    let (folder, manifest) = unpack_dataset(ctx, source, artifact, work, "trainset").await?;
     ctx.log(format!(
         "unpacked {} images of {}px from `{}`",
         manifest.count, manifest.resolution, manifest.source
