@@ -61,6 +61,16 @@ fn eval_experiment(db: Db) {
         &format!("lpips_weights={}", lpips.display()),
         "--set",
         &format!("clip_model={}", clip.display()),
+        // Fewer steps than the file's: the test checks the plumbing, and a debug
+        // build on two cores samples a 32 px image in seconds, not milliseconds.
+        "--set",
+        "steps=8",
+        "--set",
+        "sample_steps=4",
+        "--set",
+        "class_images=2",
+        "--set",
+        "class_steps=2",
         "--json",
     ]);
     assert_eq!(submitted["job_ids"].as_array().unwrap().len(), 10);
