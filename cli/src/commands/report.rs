@@ -3,7 +3,7 @@
 //! and writes `comparison.png`, `samples.png`, `loss.png`, `report.json` and
 //! `report.md`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use atelier_proto::v1;
@@ -66,6 +66,7 @@ impl Args {
             api: &mut api,
             data: &data,
             missing: Vec::new(),
+            artifacts: HashMap::new(),
         };
 
         let mut rows = Vec::new();
@@ -274,6 +275,8 @@ struct Gather<'a> {
     api: &'a mut UserApi,
     data: &'a Path,
     missing: Vec<String>,
+    /// Each job's artifacts, listed once.
+    artifacts: HashMap<i64, Vec<v1::Artifact>>,
 }
 
 impl Gather<'_> {
@@ -302,13 +305,20 @@ impl Gather<'_> {
         if dest.is_file() {
             return Ok(Some(dest));
         }
-        let artifacts = self
-            .api
-            .get_job(v1::GetJobRequest { job_id: job.id })
-            .await?
-            .into_inner()
-            .artifacts;
-        let Some(artifact) = artifacts.iter().find(|a| a.name == name) else {
+        if !self.artifacts.contains_key(&job.id) {
+            let listed = self
+                .api
+                .get_job(v1::GetJobRequest { job_id: job.id })
+                .await?
+                .into_inner()
+                .artifacts;
+            self.artifacts.insert(job.id, listed);
+        }
+        let Some(artifact) = self.artifacts[&job.id]
+            .iter()
+            .find(|a| a.name == name)
+            .cloned()
+        else {
             self.missing.push(format!(
                 "{} job {} `{}` has no artifact `{name}`",
                 job.kind, job.id, job.name
@@ -320,7 +330,7 @@ impl Gather<'_> {
         if let Some(folder) = dest.parent() {
             create_dir(folder)?;
         }
-        download(self.api, job.id, artifact, &dest, &ProgressBar::hidden()).await?;
+        download(self.api, job.id, &artifact, &dest, &ProgressBar::hidden()).await?;
         Ok(Some(dest))
     }
 }
