@@ -12,8 +12,7 @@ use atelier_proto::kinds::EvalParams;
 use atelier_proto::v1;
 use tokio::sync::mpsc;
 
-use super::context::DownloadError;
-use super::{backend_device, unpack_dataset, JobContext, JobError};
+use super::{backend_device, download_into, unpack_dataset, JobContext, JobError};
 use crate::eval::{self, EvalError, EvalSpec, Reference, SampleSet, SetMetrics, METRICS_FILE};
 use crate::prepare::{self, HOLDOUT_FILE};
 use crate::sample::{SampleIndex, SAMPLES_INDEX, SAMPLES_TENSORS};
@@ -182,9 +181,6 @@ async fn sample_sets(
     let mut sets = Vec::new();
     for source in inputs.needs.iter().filter(|n| n.kind == "sample") {
         let dir = work.join("samples").join(source.job_id.to_string());
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| JobError::retryable(format!("cannot create `{}`: {e}", dir.display())))?;
         let mut paths = Vec::new();
         for name in [SAMPLES_INDEX, SAMPLES_TENSORS] {
             let artifact = source
@@ -197,11 +193,7 @@ async fn sample_sets(
                         source.job_id, source.name
                     ))
                 })?;
-            let path = dir.join(name);
-            ctx.download(artifact, &path)
-                .await
-                .map_err(DownloadError::into_job_error)?;
-            paths.push(path);
+            paths.push(download_into(ctx, artifact, &dir).await?);
         }
         let index: SampleIndex = std::fs::read(&paths[0])
             .map_err(|e| e.to_string())

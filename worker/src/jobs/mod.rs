@@ -80,3 +80,20 @@ async fn unpack_dataset(
     let _ = tokio::fs::remove_file(&packed).await;
     Ok((folder, manifest))
 }
+
+/// Downloads a needed job's artifact into `dir` (created if absent), under its own
+/// name, sha256 checked.
+async fn download_into(
+    ctx: &JobContext,
+    artifact: &v1::Artifact,
+    dir: &Path,
+) -> Result<PathBuf, JobError> {
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| JobError::retryable(format!("cannot create `{}`: {e}", dir.display())))?;
+    let path = dir.join(&artifact.name);
+    ctx.download(artifact, &path)
+        .await
+        .map_err(DownloadError::into_job_error)?;
+    Ok(path)
+}

@@ -10,8 +10,7 @@ use atelier_proto::v1;
 use atelier_sd::schedulers::SchedulerKind;
 use tokio::sync::mpsc;
 
-use super::context::DownloadError;
-use super::{backend_device, JobContext, JobError};
+use super::{backend_device, download_into, JobContext, JobError};
 use crate::sample::{self, Adapter, Provenance, SampleError, SampleSpec};
 
 const LORA_FILE: &str = "pytorch_lora_weights.safetensors";
@@ -182,7 +181,7 @@ async fn adapter(
             source.job_id, source.name
         ))
     })?;
-    let summary_path = fetch(ctx, work, training).await?;
+    let summary_path = download_into(ctx, training, &work.join("adapter")).await?;
     let summary: serde_json::Value = std::fs::read(&summary_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -196,7 +195,7 @@ async fn adapter(
     let token = config["token"].as_str().map(str::to_string);
     let method = config["method"].as_str().map(str::to_string);
     let (adapter, adapter_kind, file) = if let Some(a) = find(LORA_FILE) {
-        let file = fetch(ctx, work, a).await?;
+        let file = download_into(ctx, a, &work.join("adapter")).await?;
         (
             Adapter::Lora {
                 file: file.clone(),
@@ -206,7 +205,7 @@ async fn adapter(
             a,
         )
     } else if let Some(a) = find(EMBEDS_FILE) {
-        let file = fetch(ctx, work, a).await?;
+        let file = download_into(ctx, a, &work.join("adapter")).await?;
         (Adapter::TextualInversion { file }, "textual_inversion", a)
     } else {
         return Err(JobError::permanent(format!(
@@ -233,21 +232,4 @@ async fn adapter(
         job: Some(source.job_id),
         job_name: Some(source.name.clone()),
     })
-}
-
-/// Downloads a needed job's artifact into `work/adapter/` (sha256 checked).
-async fn fetch(
-    ctx: &JobContext,
-    work: &Path,
-    artifact: &v1::Artifact,
-) -> Result<PathBuf, JobError> {
-    let dir = work.join("adapter");
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| JobError::retryable(format!("cannot create `{}`: {e}", dir.display())))?;
-    let path = dir.join(&artifact.name);
-    ctx.download(artifact, &path)
-        .await
-        .map_err(DownloadError::into_job_error)?;
-    Ok(path)
 }
