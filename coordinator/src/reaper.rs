@@ -1,5 +1,6 @@
 //! Re-queues jobs whose lease deadline passed: their worker died, hung, or lost its
 //! network. Runs in every coordinator; `SKIP LOCKED` keeps two from doubling up.
+//! Also completes queued jobs whose cached result exists (`store::cached`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,12 @@ pub async fn run(coordinator: Arc<Coordinator>) {
                 coordinator.announce(&changes);
             }
             Err(e) => tracing::error!("expiring leases failed: {e}"),
+        }
+        // Jobs whose cached result became available where it was not settled at
+        // once (see `store::cached`).
+        match coordinator.store.settle_all_cached().await {
+            Ok(changes) => coordinator.announce(&changes),
+            Err(e) => tracing::error!("settling cached jobs failed: {e}"),
         }
     }
 }

@@ -98,13 +98,24 @@ async fn download(
     c: &Coordinator,
     req: v1::DownloadRequest,
 ) -> Result<Response<BoxStream<v1::DownloadChunk>>, Status> {
-    let row = match req.what {
-        Some(v1::download_request::What::ArtifactId(id)) => c.store.get_artifact(id).await?,
-        Some(v1::download_request::What::Sha256(sha)) => c.store.artifact_by_sha(&sha).await?,
+    let meta = match req.what {
+        Some(v1::download_request::What::ArtifactId(id)) => {
+            c.store.get_artifact(id).await?.to_proto()
+        }
+        // A job's artifact, or else a pushed trainset (`atelier trainset push`).
+        Some(v1::download_request::What::Sha256(sha)) => {
+            match c.store.artifact_by_sha(&sha).await {
+                Ok(row) => row.to_proto(),
+                Err(crate::Error::NotFound(m)) => match c.store.trainset_by_sha(&sha).await? {
+                    Some(t) => t.to_artifact(),
+                    None => return Err(Status::not_found(format!("{m} and no trainset either"))),
+                },
+                Err(e) => return Err(e.into()),
+            }
+        }
         None => return Err(Status::invalid_argument("no artifact given")),
     };
-    let mut reader = c.blobs.open(&row.sha256).await?;
-    let meta = row.to_proto();
+    let mut reader = c.blobs.open(&meta.sha256).await?;
     let stream = async_stream::try_stream! {
         let mut first = Some(meta);
         let mut buf = vec![0u8; CHUNK];

@@ -1,11 +1,14 @@
 //! `Atelier`: what people and scripts call (through the CLI).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use atelier_proto::trainset_ref::{self, TrainsetRef};
 use atelier_proto::v1::{self, atelier_server::Atelier};
 use tokio::sync::broadcast::error::RecvError;
-use tonic::{Request, Response, Status};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
 
 use super::{download, BoxStream, Coordinator};
 use crate::clock::now_ms;
@@ -41,6 +44,12 @@ impl AtelierService {
                 waiting.join(", ")
             ));
         }
+        if let Some((id, name, state)) = self.c.store.cache_leader(job).await? {
+            return Ok(format!(
+                "waiting for job {id} `{name}` ({state}), which prepares the same content with \
+                 the same params: its artifacts will be reused"
+            ));
+        }
         let offline_after = self.c.config.worker_offline_after().as_millis() as i64;
         let now = now_ms();
         let workers: Vec<WorkerView> = self
@@ -61,6 +70,73 @@ impl AtelierService {
             .collect();
         let ahead = self.c.store.queue_position(job).await?;
         Ok(explain_waiting(&job.requirements(), &workers, ahead))
+    }
+}
+
+impl AtelierService {
+    /// Replaces each `prepare` job's `params.trainset` that names a pushed trainset
+    /// with the reference pinned to its content's sha256, so that every job of the
+    /// experiment reads the same bytes whatever is pushed later. Errors name the job
+    /// and the field.
+    async fn pin_trainsets(&self, jobs: &mut [JobSpec]) -> Result<(), Status> {
+        // Sweeps repeat one reference in many jobs: resolve each once.
+        let mut pinned: HashMap<String, String> = HashMap::new();
+        for job in jobs.iter_mut().filter(|j| j.kind == "prepare") {
+            let Some(value) = job.params.get("trainset").and_then(|v| v.as_str()) else {
+                continue;
+            };
+            let Some(parsed) = TrainsetRef::parse(value) else {
+                continue;
+            };
+            let value = value.to_string();
+            let fail = |m: String| {
+                Status::invalid_argument(format!("job `{}`: params.trainset: {m}", job.name))
+            };
+            let pin = match pinned.get(&value) {
+                Some(p) => p.clone(),
+                None => {
+                    let r = parsed.map_err(fail)?;
+                    let row = match self.c.store.resolve_trainset(&r).await {
+                        Ok(row) => row,
+                        Err(crate::Error::Invalid(m)) => return Err(fail(m)),
+                        Err(e) => return Err(e.into()),
+                    };
+                    if !self.c.blobs.contains(&row.sha256).await? {
+                        return Err(fail(format!(
+                            "the content of `{value}` (sha256 {}) is missing from the artifact \
+                             store: push it again",
+                            row.sha256
+                        )));
+                    }
+                    let p = r.pinned(&row.sha256);
+                    pinned.insert(value, p.clone());
+                    p
+                }
+            };
+            job.params["trainset"] = serde_json::Value::String(pin);
+        }
+        Ok(())
+    }
+
+    /// Records the name of a push whose bytes are stored.
+    async fn record_push(
+        &self,
+        header: &v1::PushTrainsetHeader,
+        sha: &str,
+        size: u64,
+        uploaded: bool,
+    ) -> Result<Response<v1::PushTrainsetResponse>, Status> {
+        let (row, _) = self
+            .c
+            .store
+            .record_trainset(&header.name, sha, size as i64, header.files as i64)
+            .await?;
+        tracing::info!(name = %row.name, sha256 = %row.sha256, uploaded, "trainset pushed");
+        Ok(Response::new(v1::PushTrainsetResponse {
+            trainset: Some(row.to_proto()),
+            uploaded,
+            missing: false,
+        }))
     }
 }
 
@@ -119,16 +195,20 @@ impl Atelier for AtelierService {
             .map(job_spec)
             .collect::<Result<Vec<_>, _>>()?;
         spec::validate_jobs(&r.name, &jobs).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let (experiment_id, job_ids) = self
+        let mut jobs = jobs;
+        self.pin_trainsets(&mut jobs).await?;
+        let (experiment_id, job_ids, cached) = self
             .c
             .store
-            .insert_experiment(&r.name, &r.source, &jobs)
+            .submit_experiment(&r.name, &r.source, &jobs)
             .await?;
         tracing::info!(
             experiment = experiment_id,
             jobs = job_ids.len(),
+            cached = cached.len(),
             "experiment submitted"
         );
+        self.c.announce(&cached);
         self.c.work_available.notify_waiters();
         Ok(Response::new(v1::SubmitResponse {
             experiment_id,
@@ -364,5 +444,58 @@ impl Atelier for AtelierService {
         req: Request<v1::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
         download(&self.c, req.into_inner()).await
+    }
+
+    async fn push_trainset(
+        &self,
+        req: Request<Streaming<v1::PushTrainsetChunk>>,
+    ) -> Result<Response<v1::PushTrainsetResponse>, Status> {
+        let mut stream = req.into_inner();
+        let header = match stream.next().await {
+            Some(Ok(v1::PushTrainsetChunk {
+                part: Some(v1::push_trainset_chunk::Part::Header(h)),
+            })) => h,
+            Some(Err(e)) => return Err(e),
+            _ => return Err(Status::invalid_argument("a push starts with its header")),
+        };
+        trainset_ref::check_name(&header.name).map_err(Status::invalid_argument)?;
+        let sha = header.sha256.to_ascii_lowercase();
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Status::invalid_argument(format!(
+                "`{}` is not a sha256 hex digest",
+                header.sha256
+            )));
+        }
+        // Content-addressed: stored bytes are not read again.
+        if self.c.blobs.contains(&sha).await? {
+            return self.record_push(&header, &sha, header.size, false).await;
+        }
+        let mut writer = self.c.blobs.begin().await?;
+        let mut received = false;
+        while let Some(chunk) = stream.next().await {
+            match chunk?.part {
+                Some(v1::push_trainset_chunk::Part::Data(d)) => {
+                    received = true;
+                    writer.write(&d).await?
+                }
+                _ => return Err(Status::invalid_argument("a second header in one push")),
+            }
+        }
+        if !received {
+            return Ok(Response::new(v1::PushTrainsetResponse {
+                trainset: None,
+                uploaded: false,
+                missing: true,
+            }));
+        }
+        let (got, size) = writer.finish().await?;
+        if got != sha || size != header.size {
+            return Err(Status::data_loss(format!(
+                "trainset `{}`: the {size} bytes received have sha256 {got}, the client \
+                 announced {} bytes with sha256 {sha}; nothing recorded",
+                header.name, header.size
+            )));
+        }
+        self.record_push(&header, &got, size, true).await
     }
 }

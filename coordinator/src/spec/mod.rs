@@ -64,19 +64,23 @@
 //! `cpu`).
 //!
 //! **Paths.** [`resolve_paths`] (called by `atelier submit`, which knows the file's
-//! folder) makes the folder params of [`PATH_PARAMS`] absolute and checks them.
+//! folder) makes the folder params of [`PATH_PARAMS`] absolute and checks them; a
+//! `prepare` job's `trainset` may instead name a pushed trainset (`pushed:NAME`,
+//! `sha256:HEX`, see `atelier_proto::trainset_ref`), which the coordinator resolves.
 //!
 //! # Layout
 //! - `file`: the serde model of the file, and the merge of `defaults`.
 //! - `vars`: `--set` and `${var}` on the untyped document.
 //! - `sweep`: sweep parameters, grid and random points, expansion into jobs.
 //! - `validate`: checks on expanded jobs, also used on jobs received over gRPC.
+//! - `cache`: [`cache_key`], which jobs give the same artifacts.
 //! - `error`: [`SpecError`].
 
 // `SpecError` is a plain struct of strings (the API callers match on); it is returned
 // once per submission, so its size on the error path costs nothing worth a `Box`.
 #![allow(clippy::result_large_err)]
 
+mod cache;
 mod error;
 mod file;
 mod sweep;
@@ -86,8 +90,10 @@ mod vars;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use atelier_proto::trainset_ref::TrainsetRef;
 use serde::{Deserialize, Serialize};
 
+pub use cache::cache_key;
 pub use error::SpecError;
 pub use validate::{validate_jobs, BACKENDS, MAX_ATTEMPTS, MAX_GPUS};
 
@@ -161,7 +167,14 @@ pub fn parse_experiment(
             "expected a mapping with `name` and `jobs` at the top level",
         ));
     }
-    let changed = vars::apply(file, &mut doc, sets)?;
+    // YAML merge keys (`<<: *lora`) let jobs share params; serde_yaml leaves them
+    // as plain `<<` keys unless asked.
+    let merges = source.contains("<<");
+    if merges {
+        doc.apply_merge()
+            .map_err(|e| SpecError::from_yaml(file, &e, false))?;
+    }
+    let changed = vars::apply(file, &mut doc, sets)? || merges;
     let model: file::ExperimentFile = if changed {
         // Keys are the same before and after `--set` and vars, so a misspelt one is
         // reported with its position in the user's text.
@@ -244,6 +257,22 @@ pub fn resolve_paths(spec: &mut ExperimentSpec, base_dir: &Path) -> Result<(), S
             let Some(path) = job.params.get(*key).and_then(|v| v.as_str()) else {
                 continue;
             };
+            // `pushed:NAME`, `sha256:HEX`: content in the artifact store, which the
+            // coordinator resolves; not a folder here.
+            if job.kind == "prepare" && *key == "trainset" {
+                match TrainsetRef::parse(path) {
+                    None => {}
+                    Some(Ok(_)) => continue,
+                    Some(Err(msg)) => {
+                        return Err(SpecError::new(
+                            &file,
+                            format!("job `{}`: params.{key}: {msg}", job.name),
+                        )
+                        .with_path(format!("params.{key}"))
+                        .with_job(job.name.clone()))
+                    }
+                }
+            }
             let result = resolved
                 .entry(path.to_string())
                 .or_insert_with(|| resolve_dir(base_dir, path))

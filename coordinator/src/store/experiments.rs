@@ -10,7 +10,7 @@ use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::spec::JobSpec;
 
-/// Rows per multi-row INSERT: 13 bound values each stays far below both databases'
+/// Rows per multi-row INSERT: 16 bound values each stays far below both databases'
 /// limits on bound parameters.
 const INSERT_CHUNK: usize = 500;
 
@@ -47,7 +47,23 @@ impl Store {
         source: &str,
         jobs: &[JobSpec],
     ) -> Result<(i64, Vec<i64>)> {
+        let (id, job_ids, _) = self.submit_experiment(name, source, jobs).await?;
+        Ok((id, job_ids))
+    }
+
+    /// [`Store::insert_experiment`], and the jobs it completed at once from the
+    /// cache (`store::cached`): their state changes, to announce.
+    pub async fn submit_experiment(
+        &self,
+        name: &str,
+        source: &str,
+        jobs: &[JobSpec],
+    ) -> Result<(i64, Vec<i64>, Vec<super::StateChange>)> {
         let now = now_ms();
+        let keys: Vec<String> = jobs
+            .iter()
+            .map(|j| crate::spec::cache_key(j).unwrap_or_default())
+            .collect();
         let mut tx = self.pool.begin().await?;
         let exp_id: i64 = sqlx::query_scalar(
             "INSERT INTO experiments (name, source, created_at) VALUES ($1, $2, $3) RETURNING id",
@@ -65,15 +81,16 @@ impl Store {
             }
         }
         let mut ids: HashMap<String, i64> = HashMap::with_capacity(jobs.len());
-        for chunk in jobs.chunks(INSERT_CHUNK) {
+        for (n, chunk) in jobs.chunks(INSERT_CHUNK).enumerate() {
+            let offset = n * INSERT_CHUNK;
             let sql = format!(
                 "INSERT INTO jobs (experiment_id, name, kind, params, sweep_point, state, priority, \
                  max_attempts, req_gpus, req_gpu_mem_gb, req_backend, req_labels, pending_needs, \
-                 dependents, created_at) VALUES {} RETURNING id, name",
-                values_placeholders(chunk.len(), 15)
+                 dependents, created_at, cache_key) VALUES {} RETURNING id, name",
+                values_placeholders(chunk.len(), 16)
             );
             let mut q = sqlx::query(&sql);
-            for job in chunk {
+            for (job, key) in chunk.iter().zip(&keys[offset..]) {
                 let sweep = job
                     .sweep_point
                     .as_ref()
@@ -94,7 +111,8 @@ impl Store {
                     .bind(serde_json::to_string(&job.requires.labels).unwrap_or_default())
                     .bind(job.needs.len() as i64)
                     .bind(dependents.get(job.name.as_str()).copied().unwrap_or(0))
-                    .bind(now);
+                    .bind(now)
+                    .bind(key.clone());
             }
             for row in q.fetch_all(&mut *tx).await? {
                 ids.insert(row.try_get("name")?, row.try_get("id")?);
@@ -124,9 +142,16 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
+        let mut distinct: Vec<&String> = keys.iter().filter(|k| !k.is_empty()).collect();
+        distinct.sort();
+        distinct.dedup();
+        let mut cached = Vec::new();
+        for key in distinct {
+            cached.extend(self.settle_cached(&mut tx, key, now).await?);
+        }
         tx.commit().await?;
         let job_ids = jobs.iter().map(|j| ids[&j.name]).collect();
-        Ok((exp_id, job_ids))
+        Ok((exp_id, job_ids, cached))
     }
 
     pub async fn list_experiments(&self, name: Option<&str>) -> Result<Vec<ExperimentCounts>> {

@@ -388,6 +388,18 @@ impl Store {
             .await?;
             changes.push(change(job, "queued", &reason));
         }
+        // A retried job whose result another job of its cache key has by now.
+        let mut keys: Vec<&str> = jobs
+            .iter()
+            .map(|j| j.cache_key.as_str())
+            .filter(|k| !k.is_empty())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let now = now_ms();
+        for key in keys {
+            changes.extend(self.settle_cached(&mut tx, key, now).await?);
+        }
         tx.commit().await?;
         Ok(changes)
     }

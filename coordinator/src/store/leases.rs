@@ -4,6 +4,7 @@
 
 use sqlx::{Any, Transaction};
 
+use super::cached::NOT_CACHED;
 use super::jobs::{change, StateChange};
 use super::rows::{format_index_list, JobRow, JOB_COLUMNS};
 use super::Store;
@@ -75,8 +76,9 @@ impl Store {
         //   subsets are listed, beyond that `assign` filters from a longer list.
         let mut mems: Vec<f64> = cap.free_gpus.iter().map(|g| g.memory_gb).collect();
         mems.sort_by(|a, b| b.total_cmp(a));
-        let mut sql = String::from(
-            "FROM jobs WHERE state = 'queued' AND pending_needs = 0 \
+        // `c`: the candidate, as `NOT_CACHED` names it.
+        let mut sql = format!(
+            "FROM jobs c WHERE state = 'queued' AND pending_needs = 0 AND {NOT_CACHED} \
              AND (req_backend = 'any' OR req_backend = $1) \
              AND ((req_gpus = 0 AND $2 > 0 AND req_gpu_mem_gb <= 0)",
         );
@@ -409,6 +411,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        // Jobs with the same cache key reuse this one's result, before `lease_in`
+        // could hand them out.
+        let settled = self.settle_cached(&mut tx, &job.cache_key, now).await?;
         // A job others need leases nothing along: the jobs it unblocks may come
         // first in the queue, and the one-statement path cannot see them yet.
         let next = next.filter(|_| job.dependents == 0);
@@ -420,7 +425,9 @@ impl Store {
             None => (Vec::new(), Vec::new()),
         };
         tx.commit().await?;
-        Ok((change(&job, "succeeded", ""), grants, leased))
+        let mut changes = settled;
+        changes.extend(leased);
+        Ok((change(&job, "succeeded", ""), grants, changes))
     }
 
     /// PostgreSQL, one CPU slot: the completion, its history row, the unblocking of
@@ -461,8 +468,8 @@ impl Store {
                UPDATE jobs SET state = 'running', attempt = attempt + 1, \
                lease_token = lease_token + 1, worker_id = $5, lease_deadline = $6, \
                started_at = $2, gpu_indexes = '', progress = 0, progress_message = '' \
-               WHERE EXISTS (SELECT 1 FROM done WHERE dependents = 0) AND id = (SELECT id FROM jobs \
-                 WHERE state = 'queued' AND pending_needs = 0 \
+               WHERE EXISTS (SELECT 1 FROM done WHERE dependents = 0) AND id = (SELECT id FROM jobs c \
+                 WHERE state = 'queued' AND pending_needs = 0 AND {NOT_CACHED} \
                  AND (req_backend = 'any' OR req_backend = $7) \
                  AND req_gpus = 0 AND $8 > 0 AND req_gpu_mem_gb <= 0 \
                  AND req_labels IN ({}) \
@@ -500,10 +507,15 @@ impl Store {
             return Err(self.refusal(job_id, token).await);
         };
         job.state = "running".into();
-        let (grants, leased) = match next {
+        let (grants, mut leased) = match next {
             Some(n) => Self::granted(n, Vec::new()),
             None => (Vec::new(), Vec::new()),
         };
+        // The jobs waiting for this one's result: `NOT_CACHED` keeps them from
+        // being leased until then.
+        if !job.cache_key.is_empty() {
+            leased.extend(self.settle_cached_keys(&[job.cache_key.clone()]).await?);
+        }
         Ok((change(&job, "succeeded", ""), grants, leased))
     }
 

@@ -5,17 +5,21 @@
 //! Every state transition is one transaction. Times are milliseconds since the epoch.
 
 mod artifacts;
+mod cached;
 mod experiments;
 mod jobs;
 mod leases;
 mod logs;
 mod rows;
+mod trainsets;
 pub mod workers;
 
 pub use artifacts::{JobInputs, NeededJob};
 pub use jobs::{StateChange, Target, TERMINAL};
 pub use leases::{Capacity, LeaseGrant};
-pub use rows::{ArtifactRow, AttemptRow, ExperimentRow, GpuInfo, JobRow, LogRow, WorkerRow};
+pub use rows::{
+    ArtifactRow, AttemptRow, ExperimentRow, GpuInfo, JobRow, LogRow, TrainsetRow, WorkerRow,
+};
 
 use std::str::FromStr;
 

@@ -40,12 +40,14 @@ pub struct JobRow {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// See [`crate::spec::cache_key`]; empty for most jobs.
+    pub cache_key: String,
 }
 
 pub(crate) const JOB_COLUMNS: &str = "id, experiment_id, name, kind, params, sweep_point, state, \
     priority, attempt, max_attempts, req_gpus, req_gpu_mem_gb, req_backend, req_labels, \
     pending_needs, dependents, lease_token, lease_deadline, worker_id, gpu_indexes, progress, \
-    progress_message, result, reason, created_at, started_at, finished_at";
+    progress_message, result, reason, created_at, started_at, finished_at, cache_key";
 
 impl JobRow {
     pub fn labels(&self) -> HashMap<String, String> {
@@ -236,6 +238,42 @@ impl ArtifactRow {
             size: self.size as u64,
             created_at_ms: self.created_at,
             attempt: self.attempt as u32,
+        }
+    }
+}
+
+/// A name pushed for a trainset's content (`atelier trainset push`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TrainsetRow {
+    pub name: String,
+    pub sha256: String,
+    pub size: i64,
+    pub files: i64,
+    pub pushed_at: i64,
+}
+
+impl TrainsetRow {
+    pub fn to_proto(&self) -> v1::Trainset {
+        v1::Trainset {
+            name: self.name.clone(),
+            sha256: self.sha256.clone(),
+            size: self.size as u64,
+            files: self.files as u32,
+            pushed_at_ms: self.pushed_at,
+        }
+    }
+
+    /// The trainset as a downloadable blob (`Download` by sha256): not a job's
+    /// artifact, so job 0 and id 0.
+    pub fn to_artifact(&self) -> v1::Artifact {
+        v1::Artifact {
+            id: 0,
+            job_id: 0,
+            name: format!("trainset-{}.tar", self.name),
+            sha256: self.sha256.clone(),
+            size: self.size as u64,
+            created_at_ms: self.pushed_at,
+            attempt: 0,
         }
     }
 }
