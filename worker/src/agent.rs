@@ -26,6 +26,8 @@ pub struct WorkerConfig {
     pub cpu_slots: u32,
     /// Jobs run in `<work_dir>/<job id>-<lease token>`.
     pub work_dir: PathBuf,
+    /// Kept across jobs: pushed trainsets unpacked, in `<cache_dir>/trainsets/<sha256>`.
+    pub cache_dir: PathBuf,
 }
 
 struct Running {
@@ -300,6 +302,7 @@ impl Agent {
             lj.lease_token,
             lj.gpu_indexes,
             work_dir,
+            self.config.cache_dir.clone(),
             cancel,
             self.api.clone(),
         );

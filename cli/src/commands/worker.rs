@@ -58,6 +58,7 @@ impl Args {
             labels,
             cpu_slots: self.slots,
             work_dir: settings.data_dir.join("work"),
+            cache_dir: settings.data_dir.join("cache"),
         })
     }
 

@@ -42,6 +42,8 @@ pub struct JobContext {
     pub gpu_indexes: Vec<u32>,
     /// Created on first use by [`JobContext::work_dir`]; removed by the agent.
     work_dir: PathBuf,
+    /// What outlives jobs on this worker (unpacked pushed trainsets, by sha256).
+    pub cache_dir: PathBuf,
     work_dir_made: std::sync::atomic::AtomicBool,
     /// Cancelled when the coordinator says to stop (cancel, or the lease moved on)
     /// or the worker shuts down.
@@ -61,6 +63,7 @@ impl JobContext {
         token: u64,
         gpu_indexes: Vec<u32>,
         work_dir: PathBuf,
+        cache_dir: PathBuf,
         cancel: CancellationToken,
         api: Api,
     ) -> JobContext {
@@ -69,6 +72,7 @@ impl JobContext {
             token,
             gpu_indexes,
             work_dir,
+            cache_dir,
             work_dir_made: std::sync::atomic::AtomicBool::new(false),
             cancel,
             api,
@@ -281,7 +285,8 @@ impl JobContext {
     /// Downloads an artifact to `dest` (through a `.partial` file beside it),
     /// retrying while the coordinator is away. The bytes must have the artifact's
     /// size and sha256, or nothing is written and the error says
-    /// [`DownloadError::Corrupt`].
+    /// [`DownloadError::Corrupt`]. An `artifact` with id 0 is a blob asked for by
+    /// its sha256 (a pushed trainset); its size is the one the coordinator sends.
     pub async fn download(
         &self,
         artifact: &v1::Artifact,
@@ -327,9 +332,13 @@ impl JobContext {
     async fn download_once(&self, artifact: &v1::Artifact, dest: &Path) -> Result<(), Fetch> {
         let name = dest.file_name().unwrap_or_default().to_string_lossy();
         let partial = dest.with_file_name(format!(".{name}.partial"));
-        let req = v1::DownloadRequest {
-            what: Some(v1::download_request::What::ArtifactId(artifact.id)),
+        let what = if artifact.id != 0 {
+            v1::download_request::What::ArtifactId(artifact.id)
+        } else {
+            v1::download_request::What::Sha256(artifact.sha256.clone())
         };
+        let req = v1::DownloadRequest { what: Some(what) };
+        let mut expected_size = artifact.size;
         let mut stream = self
             .api
             .clone()
@@ -343,6 +352,9 @@ impl JobContext {
         let streamed = async {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(Fetch::Rpc)?;
+                if let (0, Some(meta)) = (artifact.id, &chunk.artifact) {
+                    expected_size = meta.size;
+                }
                 hasher.update(&chunk.data);
                 size += chunk.data.len() as u64;
                 file.write_all(&chunk.data).await.map_err(Fetch::Io)?;
@@ -353,13 +365,18 @@ impl JobContext {
         drop(file);
         let sha = hex::encode(hasher.finalize());
         let checked = streamed.and_then(|()| {
-            if sha == artifact.sha256 && size == artifact.size {
+            if sha == artifact.sha256 && size == expected_size {
                 Ok(())
             } else {
+                let what = if artifact.id != 0 {
+                    format!("artifact `{}` of job {}", artifact.name, artifact.job_id)
+                } else {
+                    format!("`{}`", artifact.name)
+                };
                 Err(Fetch::Corrupt(format!(
-                    "artifact `{}` of job {}: the {size} bytes received have sha256 {sha}, \
-                     expected {} bytes with sha256 {}",
-                    artifact.name, artifact.job_id, artifact.size, artifact.sha256
+                    "{what}: the {size} bytes received have sha256 {sha}, expected \
+                     {expected_size} bytes with sha256 {}",
+                    artifact.sha256
                 )))
             }
         });

@@ -6,6 +6,7 @@ mod context;
 mod eval_job;
 mod noop;
 mod prepare_job;
+mod pushed_trainset;
 mod sample_job;
 mod train_job;
 

@@ -4,18 +4,35 @@
 use std::sync::Arc;
 
 use atelier_proto::kinds::PrepareParams;
+use atelier_proto::trainset_ref::TrainsetRef;
 use tokio::sync::mpsc;
 
-use super::{JobContext, JobError};
+use super::{pushed_trainset, JobContext, JobError};
 use crate::prepare::{self, PrepareError, PrepareEvent};
 
 pub async fn run(ctx: &JobContext) -> Result<serde_json::Value, JobError> {
-    let params: PrepareParams = serde_json::from_str(&ctx.job.params_json)
+    let mut params: PrepareParams = serde_json::from_str(&ctx.job.params_json)
         .map_err(|e| JobError::permanent(format!("params: {e}")))?;
     ctx.log(format!(
         "preparing `{}` at {}px",
         params.trainset, params.resolution
     ));
+    // A pushed trainset: its content, pinned at submit, as a folder of this worker.
+    match TrainsetRef::parse(&params.trainset) {
+        None => {}
+        Some(Err(e)) => return Err(JobError::permanent(format!("params.trainset: {e}"))),
+        Some(Ok(r)) => {
+            let Some(sha) = r.pinned_sha256() else {
+                return Err(JobError::permanent(format!(
+                    "params.trainset: `{}` is not pinned to a sha256 (the coordinator pins it \
+                     at submit)",
+                    params.trainset
+                )));
+            };
+            let folder = pushed_trainset::folder(ctx, &params.trainset, sha).await?;
+            params.trainset = folder.display().to_string();
+        }
+    }
     let (tx, mut rx) = mpsc::unbounded_channel::<PrepareEvent>();
     let out_dir = ctx.work_dir().await?.to_path_buf();
     let cancel = Arc::new(ctx.cancel.clone());

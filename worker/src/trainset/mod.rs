@@ -11,10 +11,12 @@
 //! - `import`: a folder of images in, a trainset out (`atelier trainset import`)
 //! - `check`: a trainset re-hashed and re-decoded against its manifest
 //! - `survey`: a trainset's status by file names alone (`ls`, `show`)
+//! - `archive`: a trainset as one deterministic tar (`push`), and back
 //!
 //! Decoding and scanning are `prepare`'s, so that `import` accepts and rejects
 //! exactly what the `prepare` job does. The API is blocking.
 
+pub mod archive;
 mod check;
 mod convert;
 mod error;

@@ -149,6 +149,7 @@ impl DispatchArgs {
                 labels: HashMap::new(),
                 cpu_slots: self.slots,
                 work_dir: data.path().join("work"),
+                cache_dir: data.path().join("cache"),
             })
             .map_err(CliError::failure)?;
             tokio::spawn(agent.run(shutdown.child_token()));
