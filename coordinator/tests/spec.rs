@@ -1324,3 +1324,75 @@ fn the_sweep_beside_the_study_is_valid() {
     );
     assert_eq!(last.needs, ["prep"]);
 }
+
+#[test]
+fn yaml_merge_keys_share_params_between_jobs() {
+    let spec = parse(
+        "\
+name: merged
+jobs:
+  - name: a
+    kind: noop
+    params: &base {seconds: 1, fail: false}
+  - name: b
+    kind: noop
+    params:
+      <<: *base
+      seconds: 2
+",
+    )
+    .unwrap();
+    assert_eq!(job(&spec, "a").params, json!({"seconds": 1, "fail": false}));
+    // The job's own keys win over the merged ones.
+    assert_eq!(job(&spec, "b").params, json!({"seconds": 2, "fail": false}));
+}
+
+#[test]
+fn the_quickstart_file_is_the_study_in_miniature() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../experiments");
+    let source = std::fs::read_to_string(format!("{dir}/quickstart.yaml")).unwrap();
+    let model = format!("model={dir}/../worker/sd/tests/fixtures/tiny-sd");
+    let mut spec =
+        parse_experiment(&source, "quickstart.yaml", &[parse_set(&model).unwrap()]).unwrap();
+    assert_eq!(
+        names(&spec),
+        [
+            "prep-dots",
+            "prep-stripes",
+            "prep-waves",
+            "lora-dots",
+            "lora-stripes",
+            "lora-waves",
+            "dreambooth-dots",
+            "ti-dots",
+            "sample-lora-dots",
+            "sample-lora-stripes",
+            "sample-lora-waves",
+            "sample-dreambooth-dots",
+            "sample-ti-dots",
+            "eval-dots",
+            "eval-stripes",
+            "eval-waves"
+        ]
+    );
+    assert_eq!(job(&spec, "prep-waves").params["include"], json!(["waves-*"]));
+    let db = job(&spec, "dreambooth-dots");
+    assert_eq!(
+        (&db.params["method"], &db.params["token"], &db.params["rank"]),
+        (&json!("dreambooth"), &json!("<dots-style>"), &json!(4))
+    );
+    assert_eq!(job(&spec, "lora-waves").params["token"], "<waves-style>");
+    assert_eq!(
+        job(&spec, "eval-dots").needs,
+        [
+            "prep-dots",
+            "sample-lora-dots",
+            "sample-dreambooth-dots",
+            "sample-ti-dots"
+        ]
+    );
+    // Its trainset is the bundled demo folder, found from the file's folder.
+    resolve_paths(&mut spec, std::path::Path::new(dir)).unwrap();
+    let trainset = job(&spec, "prep-dots").params["trainset"].as_str().unwrap().to_string();
+    assert!(trainset.ends_with("trainsets/demo"), "{trainset}");
+}

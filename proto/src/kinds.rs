@@ -42,6 +42,21 @@ pub struct PrepareParams {
     /// smallest sha256 of the relative path), so a re-run holds out the same images.
     #[serde(default)]
     pub holdout: u32,
+    /// Only the image files whose path relative to the image folder matches one of
+    /// these glob patterns (`dots-*`, `monet/**/*.jpg`); empty: every image. Lets one
+    /// folder hold several trainsets, as the bundled demo set does.
+    #[serde(default)]
+    pub include: Vec<String>,
+}
+
+impl PrepareParams {
+    /// The compiled `include` patterns; `Err` names the first bad one.
+    pub fn include_patterns(&self) -> Result<Vec<glob::Pattern>, String> {
+        self.include
+            .iter()
+            .map(|p| glob::Pattern::new(p).map_err(|e| format!("include pattern `{p}`: {e}")))
+            .collect()
+    }
 }
 
 fn default_resolution() -> u32 {
@@ -90,6 +105,7 @@ pub fn validate(kind: &str, params: &serde_json::Value) -> Result<(), String> {
             if p.trainset.trim().is_empty() {
                 return Err("trainset is empty".into());
             }
+            p.include_patterns()?;
             if p.holdout > 100_000 {
                 return Err(format!(
                     "holdout {} is out of range (0..=100000)",

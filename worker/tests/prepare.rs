@@ -46,6 +46,7 @@ fn params(trainset: &Path) -> PrepareParams {
         min_images: 1,
         strict: false,
         holdout: 0,
+        include: Vec::new(),
     }
 }
 
@@ -721,4 +722,40 @@ fn copy_dir(from: &Path, to: &Path) {
             fs::copy(entry.path(), &target).unwrap();
         }
     }
+}
+
+fn demo_trainset() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../trainsets/demo")
+}
+
+#[test]
+fn include_keeps_only_matching_images() {
+    let run = run(&PrepareParams {
+        include: vec!["dots-*".into(), "waves-3.*".into()],
+        ..params(&demo_trainset())
+    });
+    let manifest = run.result.unwrap().manifest;
+    let names: Vec<&str> = manifest.images.iter().map(|i| i.file.as_str()).collect();
+    assert_eq!(
+        names,
+        ["dots-0.png", "dots-1.png", "dots-2.png", "dots-3.png", "waves-3.png"]
+    );
+    assert!(
+        logs(&run.events).contains(&"include [\"dots-*\", \"waves-3.*\"]: 5 of 12 image files"),
+        "{:?}",
+        logs(&run.events)
+    );
+}
+
+#[test]
+fn include_matching_nothing_is_an_error_naming_the_patterns() {
+    let run = run(&PrepareParams {
+        include: vec!["monet-*".into()],
+        ..params(&demo_trainset())
+    });
+    let err = run.result.unwrap_err().to_string();
+    assert!(
+        err.starts_with("params.include: include [\"monet-*\"] matches none of the 12 image files in"),
+        "{err}"
+    );
 }

@@ -6,7 +6,7 @@ use atelier_coordinator::CoordinatorConfig;
 use crate::error::{CliError, CliResult};
 use crate::settings::Settings;
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Default)]
 #[group(skip)]
 pub struct Args {
     /// Address to listen on (setting `listen`)

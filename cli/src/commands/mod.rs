@@ -10,6 +10,7 @@ mod logs;
 mod model;
 mod priority;
 mod pull;
+mod quickstart;
 mod report;
 mod retry;
 mod show;
@@ -35,6 +36,8 @@ pub enum Command {
     Worker(worker::Args),
     /// Run a coordinator and a worker in one process (embedded defaults)
     Up(up::Args),
+    /// Run the study in miniature on this machine: tiny model, demo trainset, report
+    Quickstart(quickstart::Args),
     /// Submit an experiment file (YAML)
     Submit(submit::Args),
     /// List experiments with job counts
@@ -81,6 +84,7 @@ impl Command {
             Command::Coordinator(a) => a.exec(settings).await,
             Command::Worker(a) => a.exec(settings).await,
             Command::Up(a) => a.exec(settings).await,
+            Command::Quickstart(a) => a.exec(settings).await,
             Command::Submit(a) => a.exec(settings).await,
             Command::Experiments(a) => a.exec(settings).await,
             Command::Jobs(a) => a.exec(settings).await,

@@ -31,6 +31,10 @@ pub struct Args {
     /// Most images per prompt shown in samples.png
     #[arg(long, default_value_t = 4)]
     pub images_per_prompt: usize,
+    /// A line under the title of comparison.png and report.md, e.g. what the
+    /// figures cannot say
+    #[arg(long)]
+    pub note: Option<String>,
     /// Print JSON (the paths written and report.json's content)
     #[arg(long)]
     pub json: bool,
@@ -200,6 +204,7 @@ impl Args {
             trainings,
             grid,
             missing,
+            note: self.note.clone(),
         };
         let title = format!("{experiment} (e{experiment_id})");
         let mut written: Vec<PathBuf> = Vec::new();
@@ -210,7 +215,12 @@ impl Args {
         };
         if !report.rows.is_empty() {
             let path = out.join("comparison.png");
-            comparison::write(&path, &format!("{title}: methods compared"), &report.rows)
+            comparison::write(
+                &path,
+                &format!("{title}: methods compared"),
+                report.note.as_deref(),
+                &report.rows,
+            )
                 .map_err(CliError::failure)?;
             pictures.comparison = true;
             written.push(path);

@@ -29,7 +29,11 @@ pub fn load(file: &std::path::Path, sets: &[String]) -> CliResult<ExperimentSpec
         .map_err(|e| CliError::invalid(format!("cannot read `{label}`: {e}")))?;
     let sets = sets
         .iter()
-        .map(|s| spec::parse_set(s).map_err(|e| CliError::invalid(format!("--set `{s}`: {e}"))))
+        .map(|s| {
+            spec::parse_set(s)
+                .map(|(key, value)| (key, absolute_if_here(value)))
+                .map_err(|e| CliError::invalid(format!("--set `{s}`: {e}")))
+        })
         .collect::<CliResult<Vec<_>>>()?;
     let mut exp = spec::parse_experiment(&source, &label, &sets)
         .map_err(|e| CliError::invalid(e.to_string()))?;
@@ -48,6 +52,22 @@ pub fn load(file: &std::path::Path, sets: &[String]) -> CliResult<ExperimentSpec
         CliError::invalid(e.to_string())
     })?;
     Ok(exp)
+}
+
+/// A `--set` value that looks like a path (it has a `/`) and names an existing file
+/// or folder relative to the current directory, made absolute: what a user typing
+/// `--set model=models/sd15` in a shell means. Other values are left as they are;
+/// relative paths among them are taken against the experiment file's folder, as
+/// paths written in the file are.
+fn absolute_if_here(value: String) -> String {
+    let path = std::path::Path::new(&value);
+    if !value.contains('/') || path.is_absolute() || !path.exists() {
+        return value;
+    }
+    match std::env::current_dir() {
+        Ok(cwd) => cwd.join(path).display().to_string(),
+        Err(_) => value,
+    }
 }
 
 pub fn to_request(exp: &ExperimentSpec) -> v1::SubmitRequest {

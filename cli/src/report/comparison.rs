@@ -6,6 +6,7 @@ use std::path::Path;
 
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::data::{MetricSummary, Row};
 use super::palette::method_colour;
@@ -38,13 +39,14 @@ fn metrics() -> [Metric; 3] {
     ]
 }
 
-pub fn write(path: &Path, title: &str, rows: &[Row]) -> Result<(), String> {
+/// `note`, when given, is a line under the title (what the figures cannot say).
+pub fn write(path: &Path, title: &str, note: Option<&str>, rows: &[Row]) -> Result<(), String> {
     if rows.is_empty() {
         return Err("no evaluated sample sets to compare".into());
     }
     let height = TITLE_HEIGHT + PANEL_HEIGHT * 3;
     let mut pixels = vec![255u8; (WIDTH * height * 3) as usize];
-    draw(&mut pixels, height, title, rows).map_err(|e| format!("drawing the comparison: {e}"))?;
+    draw(&mut pixels, height, title, note, rows).map_err(|e| format!("drawing the comparison: {e}"))?;
     save_rgb(path, WIDTH, height, pixels)
 }
 
@@ -52,13 +54,27 @@ fn draw(
     pixels: &mut [u8],
     height: u32,
     title: &str,
+    note: Option<&str>,
     rows: &[Row],
 ) -> Result<(), Box<dyn std::error::Error>> {
     register_fonts();
     let root = BitMapBackend::with_buffer(pixels, (WIDTH, height)).into_drawing_area();
     root.fill(&WHITE)?;
     let (top, body) = root.split_vertically(TITLE_HEIGHT);
-    top.titled(title, (FONT, 28))?;
+    match note {
+        None => {
+            top.titled(title, (FONT, 28))?;
+        }
+        Some(note) => {
+            let centre = (WIDTH / 2) as i32;
+            let style = |size| {
+                TextStyle::from((FONT, size).into_font())
+                    .pos(Pos::new(HPos::Center, VPos::Top))
+            };
+            top.draw(&Text::new(title, (centre, 10), style(26)))?;
+            top.draw(&Text::new(note, (centre, 40), style(16)))?;
+        }
+    }
     let net = rows[0].lpips_net.clone();
     let labels: Vec<String> = rows.iter().map(Row::label).collect();
     let mut methods: Vec<&str> = Vec::new();

@@ -81,4 +81,7 @@ pub struct Report {
     pub grid: Vec<SampleGrid>,
     /// Jobs that did not succeed and what is missing because of them.
     pub missing: Vec<String>,
+    /// `--note`: a line under the title (what the figures cannot say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }

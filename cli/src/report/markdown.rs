@@ -18,6 +18,9 @@ pub fn render(report: &Report, pictures: &Pictures) -> String {
         "# {} (experiment e{})\n",
         report.experiment, report.experiment_id
     );
+    if let Some(note) = &report.note {
+        let _ = writeln!(md, "> {note}\n");
+    }
     if report.rows.is_empty() {
         md.push_str("No evaluation has finished yet.\n\n");
     } else {

@@ -59,7 +59,7 @@ mod tests {
             row("ti", "anime", 4),
         ];
         let path = out.join("comparison.png");
-        comparison::write(&path, "study (e1): methods compared", &rows).unwrap();
+        comparison::write(&path, "study (e1): methods compared", None, &rows).unwrap();
         let img = image::open(&path).unwrap().to_rgb8();
         // Each method's colour is somewhere in the bars.
         for method in ["lora", "dreambooth", "ti"] {
@@ -73,7 +73,7 @@ mod tests {
                 "no {method} bar"
             );
         }
-        assert!(comparison::write(&out.join("none.png"), "x", &[]).is_err());
+        assert!(comparison::write(&out.join("none.png"), "x", None, &[]).is_err());
 
         let runs: Vec<TrainingCurve> = (0..3)
             .map(|i| TrainingCurve {
@@ -149,6 +149,7 @@ mod tests {
             trainings: runs,
             grid,
             missing: vec!["eval job 9 `eval-x` is failed: no weights".into()],
+            note: Some("random networks".into()),
         };
         let md = markdown::render(
             &report,
@@ -163,5 +164,6 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("## Not in this report\n\n- eval job 9"), "{md}");
+        assert!(md.contains("(experiment e1)\n\n> random networks\n"), "{md}");
     }
 }

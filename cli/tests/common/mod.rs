@@ -149,10 +149,19 @@ impl Harness {
         c
     }
 
-    fn spawn(&mut self, label: &str, args: &[&str]) -> usize {
+    pub fn spawn(&mut self, label: &str, args: &[&str]) -> usize {
+        self.spawn_without(label, args, &[])
+    }
+
+    /// [`Harness::spawn`] without the environment variables `unset` (e.g.
+    /// `ATELIER_DATA_DIR`, which would win over a `--config` file's `data_dir`).
+    pub fn spawn_without(&mut self, label: &str, args: &[&str], unset: &[&str]) -> usize {
         let log = std::fs::File::create(self.path(&format!("{label}.log"))).unwrap();
-        let child = self
-            .command()
+        let mut command = self.command();
+        for name in unset {
+            command.env_remove(name);
+        }
+        let child = command
             .args(args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)

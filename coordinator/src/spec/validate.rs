@@ -262,7 +262,8 @@ fn check_eval_inputs(
                 return Err((
                     "needs".into(),
                     format!(
-                        "an eval job compares with the held-out images of one `prepare` job                          (`holdout: N`), but it needs {}{}",
+                        "an eval job compares with the held-out images of one `prepare` job \
+                         (`holdout: N`), but it needs {}{}",
                         prepares.len(),
                         if prepares.is_empty() {
                             String::new()

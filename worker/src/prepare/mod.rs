@@ -71,6 +71,8 @@ pub enum PrepareError {
     EmptyFolder(PathBuf),
     #[error("resolution {0} is out of range (8..=4096)")]
     Resolution(u32),
+    #[error("params.include: {0}")]
+    Include(String),
     /// Only with `strict`; otherwise the file is listed in [`Manifest::rejected`].
     #[error("cannot decode `{}`: {reason}", .path.display())]
     Decode { path: PathBuf, reason: String },
@@ -154,12 +156,32 @@ pub fn prepare(
     }
     let resolution = params.resolution;
     let image_dir = resolve_image_dir(Path::new(&params.trainset))?;
-    let found = scan::scan(&image_dir)?;
-    let total = found.images.len();
+    let mut found = scan::scan(&image_dir)?;
     on_event(PrepareEvent::Log(format!(
-        "found {total} image files in `{}`",
+        "found {} image files in `{}`",
+        found.images.len(),
         image_dir.display()
     )));
+    if !params.include.is_empty() {
+        let patterns = params.include_patterns().map_err(PrepareError::Include)?;
+        let before = found.images.len();
+        found
+            .images
+            .retain(|c| patterns.iter().any(|p| p.matches(&c.rel)));
+        if found.images.is_empty() {
+            return Err(PrepareError::Include(format!(
+                "include {:?} matches none of the {before} image files in `{}`",
+                params.include,
+                image_dir.display()
+            )));
+        }
+        on_event(PrepareEvent::Log(format!(
+            "include {:?}: {} of {before} image files",
+            params.include,
+            found.images.len()
+        )));
+    }
+    let total = found.images.len();
     if !found.ignored.is_empty() {
         on_event(PrepareEvent::Log(ignored_line(&found.ignored)));
     }
