@@ -171,9 +171,18 @@ async fn a_failed_source_lets_the_next_run(store: &Store) {
     let [p, q] = ids[..] else { panic!() };
     let got = leased(store, 2).await;
     assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [p]);
+    // `p` leaves an artifact of its own before it fails.
+    store
+        .insert_artifact(p, got[0].1, "dataset.safetensors", &"dd".repeat(32), 5)
+        .await
+        .unwrap();
     store.fail(p, got[0].1, "boom", false).await.unwrap();
     let got = leased(store, 2).await;
     assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [q]);
+    store
+        .insert_artifact(q, got[0].1, "dataset.safetensors", &"ee".repeat(32), 9)
+        .await
+        .unwrap();
     store.complete(q, got[0].1, "{}").await.unwrap();
     // Retried, `p` takes `q`'s result instead of running again.
     store
@@ -187,4 +196,7 @@ async fn a_failed_source_lets_the_next_run(store: &Store) {
         "{}",
         job.result
     );
+    let arts = store.artifacts_of(p).await.unwrap();
+    assert_eq!(arts.len(), 1);
+    assert_eq!((arts[0].sha256.clone(), arts[0].size), ("ee".repeat(32), 9));
 }

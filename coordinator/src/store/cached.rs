@@ -90,6 +90,12 @@ impl Store {
             .bind(job.id)
             .execute(&mut **tx)
             .await?;
+            // What an attempt of its own left (it ran once, failed and was re-queued)
+            // makes way for the source's complete set.
+            sqlx::query("DELETE FROM artifacts WHERE job_id = $1")
+                .bind(job.id)
+                .execute(&mut **tx)
+                .await?;
             sqlx::query(
                 "INSERT INTO artifacts (job_id, attempt, name, sha256, size, created_at) \
                  SELECT $1, 0, name, sha256, size, $2 FROM artifacts WHERE job_id = $3",
