@@ -57,7 +57,9 @@ fn quickstart_runs_the_study_in_miniature_and_its_lora_is_pulled_and_used() {
     }
     let lora = qs.join("weights/lora-dots/pytorch_lora_weights.safetensors");
     assert!(weights.contains(&lora), "{weights:?}");
-    assert!(qs.join("weights/ti-dots/learned_embeds.safetensors").is_file());
+    assert!(qs
+        .join("weights/ti-dots/learned_embeds.safetensors")
+        .is_file());
     let md = std::fs::read_to_string(qs.join("report/report.md")).unwrap();
     assert!(
         md.contains("> Quick start: a tiny random base model, LPIPS with a random AlexNet"),
@@ -72,19 +74,31 @@ fn quickstart_runs_the_study_in_miniature_and_its_lora_is_pulled_and_used() {
     let listen = h.url().trim_start_matches("http://").to_string();
     h.spawn_without(
         "up",
-        &["--config", settings.to_str().unwrap(), "up", "--listen", &listen],
+        &[
+            "--config",
+            settings.to_str().unwrap(),
+            "up",
+            "--listen",
+            &listen,
+        ],
         &["ATELIER_DATA_DIR"],
     );
-    wait_until("the served coordinator answers", Duration::from_secs(30), || {
-        h.cli(&["jobs", "--json"]).status.success()
-    });
+    wait_until(
+        "the served coordinator answers",
+        Duration::from_secs(30),
+        || h.cli(&["jobs", "--json"]).status.success(),
+    );
     let jobs = h.jobs();
     assert_eq!(jobs.len(), 16);
     let lora_job = jobs.iter().find(|j| j["name"] == "lora-dots").unwrap();
     let id = lora_job["id"].as_i64().unwrap().to_string();
     let pulled = h.path("lora-dots");
     let out = h.cli(&["pull", &id, "-o", pulled.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let file = pulled.join("pytorch_lora_weights.safetensors");
     assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(&lora).unwrap());
 
@@ -113,7 +127,11 @@ fn quickstart_runs_the_study_in_miniature_and_its_lora_is_pulled_and_used() {
         ];
         args.extend_from_slice(extra);
         let out = h.cli(&args);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(image::open(&png).unwrap().width(), 32);
         std::fs::read(raw).unwrap()
     };

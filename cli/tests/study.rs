@@ -67,8 +67,15 @@ fn dry_run_shows_the_jobs_their_needs_and_requirements() {
         "--dry-run",
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("study: 20 jobs, valid (not submitted)"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("study: 20 jobs, valid (not submitted)"),
+        "{stdout}"
+    );
     let line = |name: &str| {
         stdout
             .lines()
@@ -84,7 +91,10 @@ fn dry_run_shows_the_jobs_their_needs_and_requirements() {
     let prep = line("prep-monet");
     assert!(prep.contains("prepare") && prep.contains(" any "), "{prep}");
     let lora = line("lora-vangogh");
-    assert!(lora.contains("prep-vangogh") && lora.contains("1 GPU (cuda)"), "{lora}");
+    assert!(
+        lora.contains("prep-vangogh") && lora.contains("1 GPU (cuda)"),
+        "{lora}"
+    );
 }
 
 /// `--set` for the tiny model on the CPU: every job of the file, fewer and smaller
@@ -128,8 +138,16 @@ fn the_study_runs_to_the_end_on_the_tiny_model_postgres() {
     .unwrap();
     let clip = repo().join("worker/metrics/tests/fixtures/tiny-clip");
     let trainsets = trainsets(&h);
-    let mut args = vec!["submit".to_string(), repo().join(STUDY).display().to_string()];
-    args.extend(tiny_settings(&repo().join(TINY_SD), &trainsets, &lpips, &clip));
+    let mut args = vec![
+        "submit".to_string(),
+        repo().join(STUDY).display().to_string(),
+    ];
+    args.extend(tiny_settings(
+        &repo().join(TINY_SD),
+        &trainsets,
+        &lpips,
+        &clip,
+    ));
     args.push("--json".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let submitted = h.json(&args);
@@ -162,7 +180,10 @@ fn the_study_runs_to_the_end_on_the_tiny_model_postgres() {
         assert!(at(train_job, "started_at_ms") >= at(prep, "finished_at_ms"));
         assert!(at(sample, "started_at_ms") >= at(train_job, "finished_at_ms"));
         let sampled = result(sample);
-        assert_eq!(sampled["images"], 3, "three prompts, one image each: {sampled:#}");
+        assert_eq!(
+            sampled["images"], 3,
+            "three prompts, one image each: {sampled:#}"
+        );
         let token = format!("<{style}-style>");
         assert!(
             sampled["prompts"][0].as_str().unwrap().contains(&token),
@@ -170,7 +191,10 @@ fn the_study_runs_to_the_end_on_the_tiny_model_postgres() {
         );
     }
     let prep = result(by_name(&jobs, "prep-monet"));
-    assert_eq!((&prep["images"], &prep["holdout"]["images"]), (&Value::from(3), &Value::from(1)));
+    assert_eq!(
+        (&prep["images"], &prep["holdout"]["images"]),
+        (&Value::from(3), &Value::from(1))
+    );
     let anime = result(by_name(&jobs, "eval-anime"));
     let methods: Vec<&str> = anime["sets"]
         .as_array()

@@ -1375,10 +1375,17 @@ fn the_quickstart_file_is_the_study_in_miniature() {
             "eval-waves"
         ]
     );
-    assert_eq!(job(&spec, "prep-waves").params["include"], json!(["waves-*"]));
+    assert_eq!(
+        job(&spec, "prep-waves").params["include"],
+        json!(["waves-*"])
+    );
     let db = job(&spec, "dreambooth-dots");
     assert_eq!(
-        (&db.params["method"], &db.params["token"], &db.params["rank"]),
+        (
+            &db.params["method"],
+            &db.params["token"],
+            &db.params["rank"]
+        ),
         (&json!("dreambooth"), &json!("<dots-style>"), &json!(4))
     );
     assert_eq!(job(&spec, "lora-waves").params["token"], "<waves-style>");
@@ -1393,6 +1400,9 @@ fn the_quickstart_file_is_the_study_in_miniature() {
     );
     // Its trainset is the bundled demo folder, found from the file's folder.
     resolve_paths(&mut spec, std::path::Path::new(dir)).unwrap();
-    let trainset = job(&spec, "prep-dots").params["trainset"].as_str().unwrap().to_string();
+    let trainset = job(&spec, "prep-dots").params["trainset"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(trainset.ends_with("trainsets/demo"), "{trainset}");
 }

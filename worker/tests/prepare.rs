@@ -738,7 +738,13 @@ fn include_keeps_only_matching_images() {
     let names: Vec<&str> = manifest.images.iter().map(|i| i.file.as_str()).collect();
     assert_eq!(
         names,
-        ["dots-0.png", "dots-1.png", "dots-2.png", "dots-3.png", "waves-3.png"]
+        [
+            "dots-0.png",
+            "dots-1.png",
+            "dots-2.png",
+            "dots-3.png",
+            "waves-3.png"
+        ]
     );
     assert!(
         logs(&run.events).contains(&"include [\"dots-*\", \"waves-3.*\"]: 5 of 12 image files"),
@@ -755,7 +761,58 @@ fn include_matching_nothing_is_an_error_naming_the_patterns() {
     });
     let err = run.result.unwrap_err().to_string();
     assert!(
-        err.starts_with("params.include: include [\"monet-*\"] matches none of the 12 image files in"),
+        err.starts_with(
+            "params.include: include [\"monet-*\"] matches none of the 12 image files in"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn trainset_toml_captions_images_without_a_txt() {
+    let dir = TempDir::new().unwrap();
+    let images = dir.path().join("images");
+    fs::create_dir_all(&images).unwrap();
+    let demo = demo_trainset().join("images");
+    for file in ["dots-0.png", "dots-1.png", "dots-1.txt"] {
+        fs::copy(demo.join(file), images.join(file)).unwrap();
+    }
+    fs::write(
+        dir.path().join("trainset.toml"),
+        "name = \"x\"\ntoken = \"<x-style>\"\ncaption_template = \"a painting in the style of {}\"\n",
+    )
+    .unwrap();
+    let run = run(&params(dir.path()));
+    let manifest = run.result.unwrap().manifest;
+    let captions: Vec<Option<&str>> = manifest
+        .images
+        .iter()
+        .map(|i| i.caption.as_deref())
+        .collect();
+    // The .txt wins; the other image gets the manifest's caption.
+    assert_eq!(
+        captions,
+        [
+            Some("a painting in the style of <x-style>"),
+            Some("a picture in the style of <dots-style>")
+        ]
+    );
+    assert!(logs(&run.events).contains(
+        &"captioned 1 images without a .txt from trainset.toml: `a painting in the style of <x-style>`"
+    ));
+
+    // A malformed manifest is an error naming it, not a silent default.
+    fs::write(
+        dir.path().join("trainset.toml"),
+        "name = \"x\"\nresolution = 500\n",
+    )
+    .unwrap();
+    let err = run_with(&params(dir.path()), &|| false)
+        .result
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("trainset.toml") && err.contains("resolution"),
         "{err}"
     );
 }

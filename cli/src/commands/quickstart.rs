@@ -24,10 +24,10 @@ pub struct Args {
     #[arg(long, short, default_value = "quickstart")]
     pub output: PathBuf,
     /// Training steps of each run (LoRA, DreamBooth-LoRA, textual inversion)
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 200)]
     pub steps: u32,
     /// Denoising steps of each sample image
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     pub sample_steps: u32,
     /// Seed of the tiny model's random weights
     #[arg(long, default_value_t = 0)]
@@ -300,11 +300,7 @@ struct Summary {
 
 /// Downloads the final files of every succeeded train job (not its checkpoints)
 /// into `dir/<job name>/`; returns the adapter files among them.
-async fn pull_weights(
-    api: &mut UserApi,
-    jobs: &[v1::Job],
-    dir: &Path,
-) -> CliResult<Vec<PathBuf>> {
+async fn pull_weights(api: &mut UserApi, jobs: &[v1::Job], dir: &Path) -> CliResult<Vec<PathBuf>> {
     let mut adapters = Vec::new();
     for job in jobs
         .iter()
@@ -378,8 +374,7 @@ fn write_settings(out: &Path, state: &Path) -> CliResult {
 }
 
 fn absolute(path: &Path) -> CliResult<PathBuf> {
-    std::path::absolute(path)
-        .map_err(|e| CliError::invalid(format!("`{}`: {e}", path.display())))
+    std::path::absolute(path).map_err(|e| CliError::invalid(format!("`{}`: {e}", path.display())))
 }
 
 fn create_dir(dir: &Path) -> CliResult {

@@ -221,7 +221,7 @@ impl Args {
                 report.note.as_deref(),
                 &report.rows,
             )
-                .map_err(CliError::failure)?;
+            .map_err(CliError::failure)?;
             pictures.comparison = true;
             written.push(path);
         }

@@ -46,7 +46,8 @@ pub fn write(path: &Path, title: &str, note: Option<&str>, rows: &[Row]) -> Resu
     }
     let height = TITLE_HEIGHT + PANEL_HEIGHT * 3;
     let mut pixels = vec![255u8; (WIDTH * height * 3) as usize];
-    draw(&mut pixels, height, title, note, rows).map_err(|e| format!("drawing the comparison: {e}"))?;
+    draw(&mut pixels, height, title, note, rows)
+        .map_err(|e| format!("drawing the comparison: {e}"))?;
     save_rgb(path, WIDTH, height, pixels)
 }
 
@@ -68,8 +69,7 @@ fn draw(
         Some(note) => {
             let centre = (WIDTH / 2) as i32;
             let style = |size| {
-                TextStyle::from((FONT, size).into_font())
-                    .pos(Pos::new(HPos::Center, VPos::Top))
+                TextStyle::from((FONT, size).into_font()).pos(Pos::new(HPos::Center, VPos::Top))
             };
             top.draw(&Text::new(title, (centre, 10), style(26)))?;
             top.draw(&Text::new(note, (centre, 40), style(16)))?;

@@ -164,6 +164,9 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("## Not in this report\n\n- eval job 9"), "{md}");
-        assert!(md.contains("(experiment e1)\n\n> random networks\n"), "{md}");
+        assert!(
+            md.contains("(experiment e1)\n\n> random networks\n"),
+            "{md}"
+        );
     }
 }

@@ -73,6 +73,8 @@ pub enum PrepareError {
     Resolution(u32),
     #[error("params.include: {0}")]
     Include(String),
+    #[error("{0}")]
+    TrainsetManifest(String),
     /// Only with `strict`; otherwise the file is listed in [`Manifest::rejected`].
     #[error("cannot decode `{}`: {reason}", .path.display())]
     Decode { path: PathBuf, reason: String },
@@ -109,6 +111,23 @@ pub enum PrepareError {
     Header(String),
     #[error("`{}` is not a dataset `prepare` wrote: {message}", .path.display())]
     Dataset { path: PathBuf, message: String },
+}
+
+/// The caption `trainset.toml` gives an image without a `.txt` (its
+/// `caption_template` with `token`), when the trainset has such a manifest with both.
+fn manifest_caption(trainset: &Path) -> Result<Option<String>, PrepareError> {
+    let path = trainset.join(crate::trainset::MANIFEST_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(PrepareError::Read { path, error }),
+    };
+    let manifest = crate::trainset::TrainsetManifest::parse(&text, &path)
+        .map_err(|e| PrepareError::TrainsetManifest(e.to_string()))?;
+    Ok(match (&manifest.token, &manifest.caption_template) {
+        (Some(token), Some(template)) => Some(template.replace("{}", token)),
+        _ => None,
+    })
 }
 
 /// The folder holding a trainset's images: `trainset/images/` if that is a folder,
@@ -180,6 +199,18 @@ pub fn prepare(
             params.include,
             found.images.len()
         )));
+    }
+    if let Some(caption) = manifest_caption(Path::new(&params.trainset))? {
+        let mut filled = 0;
+        for candidate in found.images.iter_mut().filter(|c| c.caption.is_none()) {
+            candidate.caption = Some(caption.clone());
+            filled += 1;
+        }
+        if filled > 0 {
+            on_event(PrepareEvent::Log(format!(
+                "captioned {filled} images without a .txt from trainset.toml: `{caption}`"
+            )));
+        }
     }
     let total = found.images.len();
     if !found.ignored.is_empty() {
