@@ -39,6 +39,16 @@ pub struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `atelier jobs | head` ends quietly, as Unix tools do, instead of panicking on
+    // the closed pipe (Rust ignores SIGPIPE unless told otherwise). Not for the
+    // long-running commands: a service must outlive a peer that went away.
+    #[cfg(unix)]
+    if !cli.command.runs_services() {
+        // SAFETY: no other thread exists yet; this restores the default disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {

@@ -9,15 +9,8 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Db, Harness};
+use common::{by_name, repo, result_of, Db, Harness};
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
 
 /// LPIPS weights for the test: random AlexNet and the lpips package's linear
 /// layers (the metric library's test weights), written into the harness folder.
@@ -34,16 +27,6 @@ fn lpips_weights(h: &Harness) -> PathBuf {
 
 const LPIPS_LIN_ALEX: &str = "worker/metrics/tests/fixtures/lpips/lin_alex.safetensors";
 const TINY_CLIP: &str = "worker/metrics/tests/fixtures/tiny-clip";
-
-fn by_name<'a>(jobs: &'a [Value], name: &str) -> &'a Value {
-    jobs.iter()
-        .find(|j| j["name"] == name)
-        .unwrap_or_else(|| panic!("no job `{name}` in {jobs:#?}"))
-}
-
-fn result(job: &Value) -> Value {
-    serde_json::from_str(job["result_json"].as_str().unwrap_or("null")).unwrap_or(Value::Null)
-}
 
 fn eval_experiment(db: Db) {
     let started = std::time::Instant::now();
@@ -125,14 +108,14 @@ fn eval_experiment(db: Db) {
         assert!(at(sample, "started_at_ms") >= at(train, "finished_at_ms"));
         assert!(at(eval, "started_at_ms") >= at(sample, "finished_at_ms"));
 
-        let sampled = result(sample);
+        let sampled = result_of(sample);
         assert_eq!(sampled["images"], 4, "{sampled:#}");
         assert_eq!(sampled["method"], method);
         assert_eq!(sampled["width"], 32);
         let prompts = sampled["prompts"].as_array().unwrap();
         assert_eq!(prompts[0], "a picture in the style of <dots-style>");
 
-        let scored = result(eval);
+        let scored = result_of(eval);
         assert_eq!(scored["references"], 3, "{scored:#}");
         let set = &scored["sets"][0];
         assert_eq!(set["method"], method);

@@ -9,12 +9,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Db, Harness};
+use common::{by_name, repo, Db, Harness};
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn demo() -> PathBuf {
     repo().join("trainsets/demo")
@@ -55,12 +51,6 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), dest).unwrap();
         }
     }
-}
-
-fn by_name<'a>(jobs: &'a [Value], name: &str) -> &'a Value {
-    jobs.iter()
-        .find(|j| j["name"] == name)
-        .unwrap_or_else(|| panic!("no job `{name}` in {jobs:#?}"))
 }
 
 fn result(job: &Value) -> Value {

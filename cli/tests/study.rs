@@ -8,15 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Db, Harness};
+use common::{by_name, repo, result_of, Db, Harness};
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
 
 const STUDY: &str = "experiments/study.yaml";
 const TINY_SD: &str = "worker/sd/tests/fixtures/tiny-sd";
@@ -43,16 +36,6 @@ fn trainsets(h: &Harness) -> PathBuf {
         }
     }
     root
-}
-
-fn by_name<'a>(jobs: &'a [Value], name: &str) -> &'a Value {
-    jobs.iter()
-        .find(|j| j["name"] == name)
-        .unwrap_or_else(|| panic!("no job `{name}` in {jobs:#?}"))
-}
-
-fn result(job: &Value) -> Value {
-    serde_json::from_str(job["result_json"].as_str().unwrap_or("null")).unwrap_or(Value::Null)
 }
 
 #[test]
@@ -179,7 +162,7 @@ fn the_study_runs_to_the_end_on_the_tiny_model_postgres() {
         let sample = by_name(&jobs, &format!("sample-{train}"));
         assert!(at(train_job, "started_at_ms") >= at(prep, "finished_at_ms"));
         assert!(at(sample, "started_at_ms") >= at(train_job, "finished_at_ms"));
-        let sampled = result(sample);
+        let sampled = result_of(sample);
         assert_eq!(
             sampled["images"], 3,
             "three prompts, one image each: {sampled:#}"
@@ -190,12 +173,12 @@ fn the_study_runs_to_the_end_on_the_tiny_model_postgres() {
             "{sampled:#}"
         );
     }
-    let prep = result(by_name(&jobs, "prep-monet"));
+    let prep = result_of(by_name(&jobs, "prep-monet"));
     assert_eq!(
         (&prep["images"], &prep["holdout"]["images"]),
         (&Value::from(3), &Value::from(1))
     );
-    let anime = result(by_name(&jobs, "eval-anime"));
+    let anime = result_of(by_name(&jobs, "eval-anime"));
     let methods: Vec<&str> = anime["sets"]
         .as_array()
         .unwrap()

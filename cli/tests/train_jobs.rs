@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{state, wait_until, Db, Harness};
+use common::{repo, state, wait_until, Db, Harness};
 use serde_json::Value;
 
 /// Steps of the runs, and a checkpoint every `EVERY`: enough steps after the first
@@ -15,10 +14,6 @@ use serde_json::Value;
 const STEPS: usize = 10;
 const EVERY: usize = 2;
 const WEIGHTS: &str = "pytorch_lora_weights.safetensors";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn tiny_sd() -> String {
     repo()

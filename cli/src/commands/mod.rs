@@ -105,6 +105,14 @@ impl Command {
         }
     }
 
+    /// Whether this command runs a coordinator or a worker in this process.
+    pub fn runs_services(&self) -> bool {
+        matches!(
+            self,
+            Command::Coordinator(_) | Command::Worker(_) | Command::Up(_) | Command::Quickstart(_)
+        )
+    }
+
     /// Services log their progress; client commands only warnings.
     pub fn default_log_filter(&self) -> &'static str {
         match self {

@@ -376,3 +376,23 @@ pub fn state(job: &Value) -> &str {
 pub fn fixture_trainset() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../worker/tests/fixtures/trainset_mixed")
 }
+
+/// The repository's root folder.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The job named `name` in a `jobs --json` list.
+pub fn by_name<'a>(jobs: &'a [Value], name: &str) -> &'a Value {
+    jobs.iter()
+        .find(|j| j["name"] == name)
+        .unwrap_or_else(|| panic!("no job `{name}` in {jobs:#?}"))
+}
+
+/// A job's result (from a `jobs --json` list), `null` when it has none.
+pub fn result_of(job: &Value) -> Value {
+    serde_json::from_str(job["result_json"].as_str().unwrap_or("null")).unwrap_or(Value::Null)
+}
