@@ -200,3 +200,51 @@ fn the_study_runs_to_the_end_on_the_tiny_model_postgres() {
     assert_eq!(report["report"]["trainings"].as_array().unwrap().len(), 6);
     eprintln!("done in {:?}", started.elapsed());
 }
+
+#[test]
+fn a_set_path_is_taken_against_the_shells_folder() {
+    let h = Harness::new(Db::Sqlite);
+    std::fs::create_dir_all(h.path("exp")).unwrap();
+    let file = h.write(
+        "exp/e.yaml",
+        "name: e\nvars: {trainset: ../nowhere}\njobs:\n  - {name: prep, kind: prepare, params: {trainset: \"${trainset}\"}}\n",
+    );
+    let sets = h.path("sets/demo");
+    std::fs::create_dir_all(&sets).unwrap();
+    std::fs::copy(
+        repo().join("trainsets/demo/images/dots-0.png"),
+        sets.join("dots-0.png"),
+    )
+    .unwrap();
+    // The harness runs commands in its folder, where `sets/demo` is; the file's
+    // folder `exp/` has no `sets/`.
+    let plan = h.json(&[
+        "submit",
+        file.to_str().unwrap(),
+        "--set",
+        "trainset=sets/demo",
+        "--dry-run",
+        "--json",
+    ]);
+    let trainset = plan["jobs"][0]["params"]["trainset"].as_str().unwrap();
+    assert_eq!(
+        std::path::Path::new(trainset).canonicalize().unwrap(),
+        sets.canonicalize().unwrap()
+    );
+    // A path that exists only beside the file is still taken from there.
+    std::fs::create_dir_all(h.path("exp/local/set")).unwrap();
+    std::fs::copy(sets.join("dots-0.png"), h.path("exp/local/set/dots-0.png")).unwrap();
+    let plan = h.json(&[
+        "submit",
+        file.to_str().unwrap(),
+        "--set",
+        "trainset=local/set",
+        "--dry-run",
+        "--json",
+    ]);
+    let trainset = plan["jobs"][0]["params"]["trainset"].as_str().unwrap();
+    assert_eq!(
+        std::path::Path::new(trainset).canonicalize().unwrap(),
+        h.path("exp/local/set").canonicalize().unwrap()
+    );
+}
