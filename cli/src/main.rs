@@ -83,3 +83,36 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The command lines of the systemd units in `deploy/` are valid `atelier`
+    /// invocations.
+    #[test]
+    fn deploy_units_start_valid_commands() {
+        let units = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&units).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for line in text.lines() {
+                let Some(command) = line.strip_prefix("ExecStart=") else {
+                    continue;
+                };
+                let args: Vec<&str> = command.split_whitespace().collect();
+                assert!(
+                    args[0].ends_with("/atelier"),
+                    "{}: {command}",
+                    path.display()
+                );
+                if let Err(e) = Cli::try_parse_from(&args) {
+                    panic!("{}: `{command}`: {e}", path.display());
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 2, "one ExecStart per unit");
+    }
+}

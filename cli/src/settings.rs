@@ -154,6 +154,30 @@ mod tests {
         assert_eq!(Settings::load(Some(&file)).unwrap().lease_ttl_secs, 5.0);
     }
 
+    /// The settings files `deploy/` ships, as a coordinator host and a GPU box
+    /// would load them.
+    #[test]
+    fn deploy_examples_load() {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let coordinator = Settings::load(Some(&deploy.join("coordinator.toml"))).unwrap();
+        assert_eq!(
+            coordinator.database_url,
+            "postgres://atelier@127.0.0.1:5432/atelier"
+        );
+        assert_eq!(
+            coordinator.redis_url().as_deref(),
+            Some("redis://127.0.0.1:6379")
+        );
+        assert_eq!(coordinator.lease_ttl_secs, 30.0);
+        assert_eq!(
+            coordinator.artifact_dir(),
+            PathBuf::from("/var/lib/atelier/artifacts")
+        );
+        let worker = Settings::load(Some(&deploy.join("worker.toml"))).unwrap();
+        assert_eq!(worker.coordinator, "http://coordinator.internal:7878");
+        assert_eq!(worker.data_dir, PathBuf::from("/var/lib/atelier"));
+    }
+
     #[test]
     fn environment_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
