@@ -426,3 +426,53 @@ both!(
     graceful_worker_stop_sqlite,
     graceful_worker_stop_postgres
 );
+
+/// `atelier worker --drain`: SIGTERM lets the running job finish (and be reported
+/// by this worker), leases nothing more, and the worker leaves by itself; the
+/// queued job is still queued for the next worker.
+fn draining_worker(db: Db) {
+    let mut h = Harness::new(db);
+    h.lease_ttl = 60.0;
+    h.start_coordinator();
+    let w = h.start_worker("draining", &["--drain"]);
+    let file = h.write(
+        "two.yaml",
+        "name: two\njobs:\n  - {name: first, kind: noop, params: {seconds: 3}}\n  - {name: second, kind: noop, needs: [first], params: {seconds: 1}}\n  - {name: other, kind: noop, priority: -1, params: {seconds: 1}}\n",
+    );
+    let (_, ids) = h.submit(&file);
+    wait_until("the first job runs", Duration::from_secs(20), || {
+        state(&h.job(ids[0])) == "running"
+    });
+    let pid = h.pid(w).to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        h.wait_exit(w, Duration::from_secs(20)),
+        "the draining worker leaves once its job has ended"
+    );
+    let first = h.job(ids[0]);
+    assert_eq!(state(&first), "succeeded", "{first:#}");
+    assert_eq!(first["job"]["attempt"], 1, "{first:#}");
+    // Nothing else was taken: `second` became ready when `first` succeeded, and
+    // `other` waited for the only slot; both are still queued.
+    for id in &ids[1..] {
+        let j = h.job(*id);
+        assert_eq!(state(&j), "queued", "{j:#}");
+    }
+    let log = h.log_of(w);
+    assert!(log.contains("draining"), "{log}");
+
+    // A second worker takes what is left.
+    h.start_worker("next", &[]);
+    wait_until("the rest succeeds", Duration::from_secs(30), || {
+        ids[1..].iter().all(|id| state(&h.job(*id)) == "succeeded")
+    });
+}
+both!(
+    draining_worker,
+    draining_worker_sqlite,
+    draining_worker_postgres
+);

@@ -49,6 +49,8 @@ pub struct Agent {
     slots: Mutex<Slots>,
     slot_freed: Notify,
     heartbeat_every: Mutex<Duration>,
+    /// Cancelled by [`Agent::drain`]: lease nothing more, leave when idle.
+    draining: CancellationToken,
 }
 
 impl Agent {
@@ -66,6 +68,7 @@ impl Agent {
             config,
             slot_freed: Notify::new(),
             heartbeat_every: Mutex::new(Duration::from_secs(2)),
+            draining: CancellationToken::new(),
         }))
     }
 
@@ -73,12 +76,29 @@ impl Agent {
         &self.id
     }
 
-    /// Runs until `shutdown` is cancelled; running jobs are then stopped (their
-    /// leases expire and they are re-queued).
+    /// Stops leasing: the jobs running now finish and are reported, then
+    /// [`Agent::run`] returns. A cancelled `shutdown` still hands them back at once.
+    pub fn drain(&self) {
+        if !self.draining.is_cancelled() {
+            tracing::info!(worker = %self.id, "draining: finishing the running jobs, taking no more");
+            self.draining.cancel();
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, or until [`Agent::drain`] was called and
+    /// the running jobs have ended. Jobs still running at shutdown are handed back
+    /// (re-queued at once).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         self.register(&shutdown).await;
         let hb = tokio::spawn(self.clone().heartbeat_loop(shutdown.clone()));
         self.clone().lease_loop(shutdown.clone()).await;
+        while !shutdown.is_cancelled() && !self.slots.lock().unwrap().running.is_empty() {
+            tokio::select! {
+                _ = self.slot_freed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
         let running: Vec<CancellationToken> = self
             .slots
             .lock()
@@ -189,7 +209,7 @@ impl Agent {
 
     async fn lease_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Backoff::default();
-        while !shutdown.is_cancelled() {
+        while !shutdown.is_cancelled() && !self.draining.is_cancelled() {
             let (free_gpus, free_cpu) = {
                 let s = self.slots.lock().unwrap();
                 (s.free_gpus.iter().copied().collect::<Vec<_>>(), s.free_cpu)
@@ -200,6 +220,7 @@ impl Agent {
                     _ = self.slot_freed.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     _ = shutdown.cancelled() => return,
+                    _ = self.draining.cancelled() => return,
                 }
                 continue;
             }
@@ -214,6 +235,8 @@ impl Agent {
             let leased = tokio::select! {
                 r = api.lease(req) => r,
                 _ = shutdown.cancelled() => return,
+                // Not on drain: jobs the coordinator grants in this long poll would
+                // wait for their lease to expire; they run instead, like the others.
             };
             match leased {
                 Ok(resp) => {
@@ -364,7 +387,8 @@ impl Agent {
             if ctx.is_cancelled() {
                 return None;
             }
-            let sent = self.send_end(ctx, &outcome, !shutdown.is_cancelled()).await;
+            let lease_next = !shutdown.is_cancelled() && !self.draining.is_cancelled();
+            let sent = self.send_end(ctx, &outcome, lease_next).await;
             match sent {
                 Ok(next) => {
                     match &outcome {

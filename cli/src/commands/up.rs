@@ -25,7 +25,7 @@ impl Args {
             agent.id(),
             self.worker.backend
         );
-        let shutdown = super::shutdown_on_signal();
+        let shutdown = self.worker.stop_on_signal(&agent);
         agent.run(shutdown).await;
         running.stop().await;
         Ok(())

@@ -1,4 +1,7 @@
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
 
 use atelier_worker::agent::{Agent, WorkerConfig};
 use atelier_worker::resources;
@@ -27,6 +30,10 @@ pub struct Args {
     /// Memory to assume for a GPU that nvidia-smi cannot read
     #[arg(long, default_value_t = 0.0)]
     pub gpu_memory_gb: f64,
+    /// On SIGTERM or Ctrl-C, finish the running jobs, take no more, and leave
+    /// (a second signal hands them back); without it they are handed back at once
+    #[arg(long)]
+    pub drain: bool,
 }
 
 impl Args {
@@ -66,8 +73,26 @@ impl Args {
         let config = self.worker_config(&settings)?;
         let agent = Agent::new(config).map_err(CliError::invalid)?;
         eprintln!("atelier worker {} → {}", agent.id(), settings.coordinator);
-        let shutdown = super::shutdown_on_signal();
+        let shutdown = self.stop_on_signal(&agent);
         agent.run(shutdown).await;
         Ok(())
+    }
+
+    /// What a signal does to `agent`: hand its jobs back (the returned token is
+    /// cancelled), or with `--drain`, first drain it and hand back only on a second.
+    pub fn stop_on_signal(&self, agent: &Arc<Agent>) -> CancellationToken {
+        if !self.drain {
+            return super::shutdown_on_signal();
+        }
+        let shutdown = CancellationToken::new();
+        let (a, s) = (agent.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            super::next_signal().await;
+            a.drain();
+            super::next_signal().await;
+            tracing::info!("second signal: handing the running jobs back");
+            s.cancel();
+        });
+        shutdown
     }
 }
