@@ -339,3 +339,36 @@ both!(
     bad_train_params_sqlite,
     bad_train_params_postgres
 );
+
+/// A worker whose disk would keep less than `--min-free-disk-gb` after a download
+/// fails the job before writing anything, saying how much was needed and free.
+#[test]
+fn a_download_that_would_fill_the_disk_fails_with_the_numbers() {
+    let mut h = Harness::new(Db::Sqlite);
+    h.start_coordinator();
+    // A petabyte kept free: no disk here has that.
+    h.start_worker("full", &["--min-free-disk-gb", "1000000"]);
+    let file = h.write(
+        "disk.yaml",
+        &format!(
+            "name: disk\njobs:\n\
+             \x20 - {{name: prep, kind: prepare, params: {{trainset: \"{trainset}\", resolution: 32}}}}\n\
+             \x20 - {{name: train, kind: train, needs: [prep], max_attempts: 1, params: {{model: \"{model}\", token: \"<x>\", steps: 1, resolution: 32}}}}\n",
+            trainset = repo().join("trainsets/demo").display(),
+            model = repo().join("worker/sd/tests/fixtures/tiny-sd").display(),
+        ),
+    );
+    let (_, ids) = h.submit(&file);
+    wait_until("the train job ends", Duration::from_secs(60), || {
+        state(&h.job(ids[1])) == "failed"
+    });
+    // `prepare` reads a folder and downloads nothing: it ran.
+    assert_eq!(state(&h.job(ids[0])), "succeeded");
+    let train = h.job(ids[1]);
+    let reason = train["job"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("not enough disk space for `dataset.safetensors`")
+            && reason.contains("1000000.00 GB kept free (`--min-free-disk-gb`)"),
+        "{reason}"
+    );
+}

@@ -28,6 +28,8 @@ pub struct WorkerConfig {
     pub work_dir: PathBuf,
     /// Kept across jobs: pushed trainsets unpacked, in `<cache_dir>/trainsets/<sha256>`.
     pub cache_dir: PathBuf,
+    /// Bytes every download must leave free on its disk.
+    pub min_free_disk_bytes: u64,
 }
 
 struct Running {
@@ -328,7 +330,8 @@ impl Agent {
             self.config.cache_dir.clone(),
             cancel,
             self.api.clone(),
-        );
+        )
+        .keep_free(self.config.min_free_disk_bytes);
         tokio::spawn(async move {
             let job_id = ctx.job.id;
             let next = self.execute(ctx, &shutdown).await;

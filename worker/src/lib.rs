@@ -17,6 +17,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod disk;
 pub mod eval;
 pub mod jobs;
 pub mod prepare;

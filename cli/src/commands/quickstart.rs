@@ -92,6 +92,7 @@ impl Args {
             cpu_slots: self.slots.max(1),
             work_dir: state.join("work"),
             cache_dir: state.join("cache"),
+            min_free_disk_bytes: 0,
         })
         .map_err(CliError::invalid)?;
         let stop = tokio_util::sync::CancellationToken::new();

@@ -30,6 +30,10 @@ pub struct Args {
     /// Memory to assume for a GPU that nvidia-smi cannot read
     #[arg(long, default_value_t = 0.0)]
     pub gpu_memory_gb: f64,
+    /// Free disk space every download must leave, in GB (a download that would
+    /// leave less fails its job, retryable, with the numbers)
+    #[arg(long, default_value_t = 1.0)]
+    pub min_free_disk_gb: f64,
     /// On SIGTERM or Ctrl-C, finish the running jobs, take no more, and leave
     /// (a second signal hands them back); without it they are handed back at once
     #[arg(long)]
@@ -66,6 +70,7 @@ impl Args {
             cpu_slots: self.slots,
             work_dir: settings.data_dir.join("work"),
             cache_dir: settings.data_dir.join("cache"),
+            min_free_disk_bytes: (self.min_free_disk_gb.max(0.0) * 1e9) as u64,
         })
     }
 

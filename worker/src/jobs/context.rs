@@ -51,6 +51,8 @@ pub struct JobContext {
     pub(crate) api: Api,
     pending_logs: Mutex<Vec<String>>,
     last_progress: Mutex<Option<Instant>>,
+    /// Bytes a download must leave free on its disk ([`JobContext::keep_free`]).
+    keep_free: u64,
 }
 
 /// Progress reports closer together than this are dropped (the last one is sent).
@@ -78,7 +80,36 @@ impl JobContext {
             api,
             pending_logs: Mutex::new(Vec::new()),
             last_progress: Mutex::new(None),
+            keep_free: 0,
         }
+    }
+
+    /// Downloads fail (retryable, with the numbers) unless they leave `bytes` free
+    /// on the disk they write to.
+    pub fn keep_free(mut self, bytes: u64) -> JobContext {
+        self.keep_free = bytes;
+        self
+    }
+
+    /// Why `artifact` must not be downloaded to `dest`: the disk would keep less
+    /// than [`JobContext::keep_free`] bytes. A size of 0 (a blob asked for by its
+    /// sha256) checks the reserve alone.
+    fn disk_shortfall(&self, artifact: &v1::Artifact, dest: &Path) -> Option<JobError> {
+        let available = crate::disk::available_bytes(dest).ok()?;
+        let needed = artifact.size.saturating_add(self.keep_free);
+        (available < needed).then(|| {
+            let gb = |b: u64| b as f64 / 1e9;
+            JobError::retryable(format!(
+                "not enough disk space for `{}` of job {}: {:.2} GB needed and {:.2} GB \
+                 kept free (`--min-free-disk-gb`), {:.2} GB available at `{}`",
+                artifact.name,
+                artifact.job_id,
+                gb(artifact.size),
+                gb(self.keep_free),
+                gb(available),
+                dest.parent().unwrap_or(dest).display()
+            ))
+        })
     }
 
     /// The job's own folder, created on first use (most `noop` jobs never ask).
@@ -292,6 +323,9 @@ impl JobContext {
         artifact: &v1::Artifact,
         dest: &Path,
     ) -> Result<(), DownloadError> {
+        if let Some(e) = self.disk_shortfall(artifact, dest) {
+            return Err(DownloadError::Failed(e));
+        }
         let mut backoff = Backoff::default();
         loop {
             if self.is_cancelled() {

@@ -150,6 +150,7 @@ impl DispatchArgs {
                 cpu_slots: self.slots,
                 work_dir: data.path().join("work"),
                 cache_dir: data.path().join("cache"),
+                min_free_disk_bytes: 0,
             })
             .map_err(CliError::failure)?;
             tokio::spawn(agent.run(shutdown.child_token()));
