@@ -8,13 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use atelier_coordinator::spec;
 use atelier_proto::v1;
 use atelier_worker::agent::{Agent, WorkerConfig};
 use atelier_worker::client::UserApi;
 use indicatif::ProgressBar;
 
 use super::pull::download;
+use super::report::{create_dir, write_file};
 use crate::error::{CliError, CliResult, Exit};
 use crate::settings::Settings;
 
@@ -194,27 +194,15 @@ impl Args {
         clip: &Path,
         note: String,
     ) -> CliResult<Summary> {
-        let file = repo.join(EXPERIMENT);
-        let source = std::fs::read_to_string(&file)
-            .map_err(|e| CliError::invalid(format!("cannot read `{}`: {e}", file.display())))?;
-        let sets: Vec<(String, String)> = [
-            ("model", model.display().to_string()),
-            ("lpips_weights", lpips.display().to_string()),
-            ("clip_model", clip.display().to_string()),
-            ("steps", self.steps.to_string()),
-            ("ti_steps", self.steps.to_string()),
-            ("sample_steps", self.sample_steps.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let label = file.display().to_string();
-        let mut exp = spec::parse_experiment(&source, &label, &sets)
-            .map_err(|e| CliError::invalid(e.to_string()))?;
-        spec::resolve_paths(&mut exp, file.parent().unwrap_or(repo)).map_err(|mut e| {
-            e.file = label.clone();
-            CliError::invalid(e.to_string())
-        })?;
+        let sets = [
+            format!("model={}", model.display()),
+            format!("lpips_weights={}", lpips.display()),
+            format!("clip_model={}", clip.display()),
+            format!("steps={}", self.steps),
+            format!("ti_steps={}", self.steps),
+            format!("sample_steps={}", self.sample_steps),
+        ];
+        let exp = super::submit::load(&repo.join(EXPERIMENT), &sets)?;
         let mut api = super::connect(settings)?;
         let submitted = api
             .submit(super::submit::to_request(&exp))
@@ -370,15 +358,9 @@ fn write_settings(out: &Path, state: &Path) -> CliResult {
         path.display(),
         toml::Value::String(state.display().to_string())
     );
-    std::fs::write(&path, text)
-        .map_err(|e| CliError::failure(format!("cannot write `{}`: {e}", path.display())))
+    write_file(&path, text)
 }
 
 fn absolute(path: &Path) -> CliResult<PathBuf> {
     std::path::absolute(path).map_err(|e| CliError::invalid(format!("`{}`: {e}", path.display())))
-}
-
-fn create_dir(dir: &Path) -> CliResult {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| CliError::failure(format!("cannot create `{}`: {e}", dir.display())))
 }

@@ -378,12 +378,12 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> CliResult<T> {
     })
 }
 
-fn create_dir(dir: &Path) -> CliResult {
+pub(super) fn create_dir(dir: &Path) -> CliResult {
     std::fs::create_dir_all(dir)
         .map_err(|e| CliError::failure(format!("cannot create `{}`: {e}", dir.display())))
 }
 
-fn write_file(path: &Path, text: String) -> CliResult {
+pub(super) fn write_file(path: &Path, text: String) -> CliResult {
     std::fs::write(path, text)
         .map_err(|e| CliError::failure(format!("failed to write `{}`: {e}", path.display())))
 }
