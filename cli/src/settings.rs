@@ -66,10 +66,20 @@ fn default_data_dir() -> PathBuf {
 
 impl Settings {
     pub fn load(file: Option<&Path>) -> Result<Settings, String> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// `load` with `vars` in place of the process environment (the deploy examples'
+    /// tests load the variables a container would get).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, String> {
+        let vars: std::collections::HashMap<String, String> = vars.into_iter().collect();
         let mut b = config::Config::builder();
         let explicit = file
             .map(Path::to_path_buf)
-            .or_else(|| std::env::var("ATELIER_CONFIG").ok().map(PathBuf::from));
+            .or_else(|| vars.get("ATELIER_CONFIG").map(PathBuf::from));
         match &explicit {
             Some(f) => {
                 if !f.exists() {
@@ -83,7 +93,8 @@ impl Settings {
         }
         // Only the variables that name a setting: others may share the prefix
         // (ATELIER_CONFIG names the file, tests have ATELIER_TEST_*).
-        let env: std::collections::HashMap<String, String> = std::env::vars()
+        let env: std::collections::HashMap<String, String> = vars
+            .into_iter()
             .filter(|(k, _)| {
                 k.strip_prefix("ATELIER_")
                     .is_some_and(|key| KEYS.contains(&key.to_ascii_lowercase().as_str()))
@@ -125,6 +136,9 @@ impl Settings {
 }
 
 #[cfg(test)]
+mod deploy_examples;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -152,30 +166,6 @@ mod tests {
         assert!(err.contains("listen_addr"), "{err}");
         std::fs::write(&file, "lease_ttl_secs = 5\n").unwrap();
         assert_eq!(Settings::load(Some(&file)).unwrap().lease_ttl_secs, 5.0);
-    }
-
-    /// The settings files `deploy/` ships, as a coordinator host and a GPU box
-    /// would load them.
-    #[test]
-    fn deploy_examples_load() {
-        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
-        let coordinator = Settings::load(Some(&deploy.join("coordinator.toml"))).unwrap();
-        assert_eq!(
-            coordinator.database_url,
-            "postgres://atelier@127.0.0.1:5432/atelier"
-        );
-        assert_eq!(
-            coordinator.redis_url().as_deref(),
-            Some("redis://127.0.0.1:6379")
-        );
-        assert_eq!(coordinator.lease_ttl_secs, 30.0);
-        assert_eq!(
-            coordinator.artifact_dir(),
-            PathBuf::from("/var/lib/atelier/artifacts")
-        );
-        let worker = Settings::load(Some(&deploy.join("worker.toml"))).unwrap();
-        assert_eq!(worker.coordinator, "http://coordinator.internal:7878");
-        assert_eq!(worker.data_dir, PathBuf::from("/var/lib/atelier"));
     }
 
     #[test]
