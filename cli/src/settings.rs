@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use atelier_coordinator::artifacts::S3Config;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -19,19 +20,22 @@ pub struct Settings {
     pub redis_channel: String,
     /// Artifact directory; default `data_dir/artifacts`.
     pub artifact_dir: String,
+    /// Where the coordinator keeps artifacts: empty for `artifact_dir`, or
+    /// `s3://BUCKET[/PREFIX]` for an S3-compatible bucket (credentials from
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
+    pub artifact_store: String,
+    /// The S3 endpoint URL (MinIO, moto, …); empty: AWS.
+    pub s3_endpoint: String,
+    /// The S3 region; empty: `AWS_REGION`, else us-east-1.
+    pub s3_region: String,
+    /// Allow plain-text HTTP to `s3_endpoint`.
+    pub s3_allow_http: bool,
     /// Address the coordinator listens on.
     pub listen: String,
     /// The coordinator that CLI commands and workers talk to.
     pub coordinator: String,
     /// Seconds a lease lives without a heartbeat.
     pub lease_ttl_secs: f64,
-    /// Address of the coordinator's Prometheus endpoint (`/metrics`); empty: none.
-    pub metrics_listen: String,
-    /// Address of a worker's Prometheus endpoint (`/metrics`); empty: none.
-    pub worker_metrics_listen: String,
-    /// `text` (default) or `json`: one JSON object per log line, with job and
-    /// worker ids as fields.
-    pub log_format: String,
 }
 
 /// The setting names, as in `atelier.toml` (and `ATELIER_<NAME>` in capitals).
@@ -41,12 +45,13 @@ const KEYS: &[&str] = &[
     "redis_url",
     "redis_channel",
     "artifact_dir",
+    "artifact_store",
+    "s3_endpoint",
+    "s3_region",
+    "s3_allow_http",
     "listen",
     "coordinator",
     "lease_ttl_secs",
-    "metrics_listen",
-    "worker_metrics_listen",
-    "log_format",
 ];
 
 impl Default for Settings {
@@ -57,12 +62,13 @@ impl Default for Settings {
             redis_url: String::new(),
             redis_channel: atelier_coordinator::events::REDIS_CHANNEL.into(),
             artifact_dir: String::new(),
+            artifact_store: String::new(),
+            s3_endpoint: String::new(),
+            s3_region: String::new(),
+            s3_allow_http: false,
             listen: "127.0.0.1:7878".into(),
             coordinator: "http://127.0.0.1:7878".into(),
             lease_ttl_secs: 30.0,
-            metrics_listen: String::new(),
-            worker_metrics_listen: String::new(),
-            log_format: "text".into(),
         }
     }
 }
@@ -143,6 +149,21 @@ impl Settings {
         }
     }
 
+    /// The S3 bucket of `artifact_store`, with `s3_endpoint`, `s3_region` and
+    /// `s3_allow_http`; `None` when artifacts stay in `artifact_dir`.
+    pub fn s3(&self) -> Result<Option<S3Config>, String> {
+        if self.artifact_store.is_empty() {
+            return Ok(None);
+        }
+        let mut c = S3Config::parse(&self.artifact_store).map_err(|e| {
+            format!("artifact_store: {e}; leave it empty for the local artifact_dir")
+        })?;
+        c.endpoint = (!self.s3_endpoint.is_empty()).then(|| self.s3_endpoint.clone());
+        c.region = (!self.s3_region.is_empty()).then(|| self.s3_region.clone());
+        c.allow_http = self.s3_allow_http;
+        Ok(Some(c))
+    }
+
     pub fn redis_url(&self) -> Option<String> {
         (!self.redis_url.is_empty()).then(|| self.redis_url.clone())
     }
@@ -168,6 +189,25 @@ mod tests {
         let mut keys = KEYS.to_vec();
         keys.sort_unstable();
         assert_eq!(fields, keys);
+    }
+
+    #[test]
+    fn artifact_store_is_local_or_an_s3_url() {
+        let mut s = Settings::default();
+        assert!(s.s3().unwrap().is_none());
+        s.artifact_store = "s3://atelier-artifacts/fleet".into();
+        s.s3_endpoint = "http://127.0.0.1:9000".into();
+        s.s3_allow_http = true;
+        let c = s.s3().unwrap().unwrap();
+        assert_eq!(
+            (c.bucket.as_str(), c.prefix.as_str()),
+            ("atelier-artifacts", "fleet")
+        );
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(c.allow_http && c.region.is_none());
+        s.artifact_store = "/var/lib/atelier/artifacts".into();
+        let err = s.s3().unwrap_err();
+        assert!(err.starts_with("artifact_store:"), "{err}");
     }
 
     #[test]

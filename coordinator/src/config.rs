@@ -13,6 +13,9 @@ pub struct CoordinatorConfig {
     /// The Redis channel; installations sharing one Redis each need their own.
     pub redis_channel: String,
     pub artifact_dir: PathBuf,
+    /// Artifacts in this S3-compatible bucket instead of `artifact_dir` (setting
+    /// `artifact_store = "s3://…"`).
+    pub s3: Option<crate::artifacts::S3Config>,
     pub listen: SocketAddr,
     /// How long a lease lives without a heartbeat.
     pub lease_ttl: Duration,

@@ -7,10 +7,10 @@
 //! - `store`: the SQL layer (PostgreSQL or SQLite through one code path), a transaction per transition.
 //! - `scheduler`: pure placement and "why is this job still queued" logic, tested without I/O.
 //! - `events`: job events published in-process or through Redis pub/sub.
-//! - `artifacts`: content-addressed blob storage behind a trait, a local directory for now.
+//! - `artifacts`: content-addressed blob storage behind a trait: a local directory or an
+//!   S3-compatible bucket.
 //! - `service`: the gRPC handlers (`Atelier` for users, `WorkerApi` for workers).
 //! - `reaper`: re-queues jobs whose lease expired.
-//! - `metrics`: Prometheus metrics (jobs and workers from the database at each scrape).
 //! - `server`: wires it all and serves gRPC.
 
 pub mod artifacts;
@@ -18,7 +18,6 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod events;
-pub mod metrics;
 pub mod reaper;
 pub mod scheduler;
 pub mod server;

@@ -10,7 +10,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
-use crate::artifacts::LocalBlobStore;
 use crate::config::CoordinatorConfig;
 use crate::error::{Error, Result};
 use crate::events::{EventBus, LocalBus, RedisBus};
@@ -63,7 +62,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         Some(url) if !url.is_empty() => RedisBus::connect(url, &config.redis_channel).await?,
         _ => LocalBus::new(),
     };
-    let blobs = Arc::new(LocalBlobStore::new(&config.artifact_dir)?);
+    let blobs = crate::artifacts::open_store(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", config.listen)))?;

@@ -4,7 +4,6 @@ use std::time::Duration;
 use atelier_coordinator::CoordinatorConfig;
 
 use crate::error::{CliError, CliResult};
-use crate::metrics_http;
 use crate::settings::Settings;
 
 #[derive(clap::Args, Debug, Default)]
@@ -28,10 +27,44 @@ pub struct Args {
     /// Artifact directory (setting `artifact_dir`)
     #[arg(long)]
     pub artifact_dir: Option<String>,
-    /// Serve Prometheus metrics at http://ADDR/metrics (setting `metrics_listen`;
-    /// with `up`, the worker's too)
-    #[arg(long, value_name = "ADDR")]
-    pub metrics_listen: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Where artifacts are kept, when not in `artifact_dir`.
+#[derive(clap::Args, Debug, Default)]
+#[group(skip)]
+pub struct StoreArgs {
+    /// s3://BUCKET[/PREFIX]: artifacts in an S3-compatible bucket (setting
+    /// `artifact_store`; credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)
+    #[arg(long, value_name = "URL")]
+    pub artifact_store: Option<String>,
+    /// The S3 endpoint, e.g. http://127.0.0.1:9000 (setting `s3_endpoint`; default AWS)
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// The S3 region (setting `s3_region`)
+    #[arg(long)]
+    pub s3_region: Option<String>,
+    /// Allow plain-text HTTP to the S3 endpoint (setting `s3_allow_http`)
+    #[arg(long)]
+    pub s3_allow_http: bool,
+}
+
+impl StoreArgs {
+    pub fn apply(&self, s: &mut Settings) {
+        if let Some(v) = &self.artifact_store {
+            s.artifact_store = v.clone();
+        }
+        if let Some(v) = &self.s3_endpoint {
+            s.s3_endpoint = v.clone();
+        }
+        if let Some(v) = &self.s3_region {
+            s.s3_region = v.clone();
+        }
+        if self.s3_allow_http {
+            s.s3_allow_http = true;
+        }
+    }
 }
 
 impl Args {
@@ -54,6 +87,7 @@ impl Args {
         if let Some(v) = &self.artifact_dir {
             s.artifact_dir = v.clone();
         }
+        self.store.apply(&mut s);
         let listen: SocketAddr = s
             .listen
             .parse()
@@ -75,29 +109,18 @@ impl Args {
             redis_url: s.redis_url(),
             redis_channel: s.redis_channel.clone(),
             artifact_dir: s.artifact_dir(),
+            s3: s.s3().map_err(CliError::invalid)?,
             listen,
             lease_ttl: Duration::from_secs_f64(s.lease_ttl_secs),
         })
     }
 
-    /// Where to serve metrics: the flag, else the setting; empty: nowhere.
-    pub fn metrics_listen(&self, s: &Settings) -> String {
-        self.metrics_listen
-            .clone()
-            .unwrap_or_else(|| s.metrics_listen.clone())
-    }
-
     pub async fn exec(self, settings: Settings) -> CliResult {
-        let metrics = self.metrics_listen(&settings);
         let config = self.config(settings)?;
         let running = atelier_coordinator::server::start(config)
             .await
             .map_err(|e| CliError::failure(e.to_string()))?;
-        crate::logging::banner(format!("atelier coordinator listening on {}", running.addr));
-        if !metrics.is_empty() {
-            let render = metrics_http::coordinator(running.coordinator.clone());
-            metrics_http::serve(&metrics, "metrics_listen", "coordinator", render).await?;
-        }
+        eprintln!("atelier coordinator listening on {}", running.addr);
         running
             .wait()
             .await

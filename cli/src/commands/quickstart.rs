@@ -75,6 +75,7 @@ impl Args {
         local.database_url = String::new();
         local.redis_url = String::new();
         local.artifact_dir = String::new();
+        local.artifact_store = String::new();
         local.listen = "127.0.0.1:0".into();
         let config = super::coordinator::Args::default().config(local.clone())?;
         let running = atelier_coordinator::server::start(config)

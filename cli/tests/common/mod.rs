@@ -3,8 +3,6 @@
 
 #![allow(dead_code)]
 
-pub mod metrics;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -100,6 +98,8 @@ pub struct Harness {
     pub port: u16,
     pub lease_ttl: f64,
     pub redis: Option<(String, String)>,
+    /// Set for every process started (e.g. an S3 store and its credentials).
+    pub env: Vec<(String, String)>,
     children: Vec<(String, Child)>,
 }
 
@@ -127,6 +127,7 @@ impl Harness {
             port: free_port(),
             lease_ttl: 3.0,
             redis: None,
+            env: Vec::new(),
             children: Vec::new(),
         }
     }
@@ -148,6 +149,7 @@ impl Harness {
             .env("ATELIER_COORDINATOR", self.url())
             .env("RUST_LOG", "info,sqlx=warn,h2=warn,tower=warn,hyper=warn")
             .current_dir(self.dir.path());
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

@@ -11,7 +11,6 @@ mod jobs;
 mod leases;
 mod logs;
 mod rows;
-mod stats;
 mod trainsets;
 pub mod workers;
 

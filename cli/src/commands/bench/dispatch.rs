@@ -119,6 +119,7 @@ impl DispatchArgs {
             redis_url: None,
             redis_channel: String::new(),
             artifact_dir: data.path().join("artifacts"),
+            s3: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             lease_ttl: Duration::from_secs(30),
         };

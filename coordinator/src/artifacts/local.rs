@@ -1,5 +1,4 @@
-//! Content-addressed blob storage. Blobs are named by the sha256 of their bytes, so a
-//! blob stored twice is kept once, and whoever reads one can check it.
+//! Blobs as files under a local directory.
 
 use std::path::{Path, PathBuf};
 
@@ -7,22 +6,8 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
+use super::{check_sha256, BlobStore, BlobWriter};
 use crate::error::{Error, Result};
-
-/// A blob being written: bytes go in, the hash comes out at the end.
-#[async_trait]
-pub trait BlobWriter: Send {
-    async fn write(&mut self, data: &[u8]) -> Result<()>;
-    /// Makes the blob durable and returns (sha256 hex, size).
-    async fn finish(self: Box<Self>) -> Result<(String, u64)>;
-}
-
-#[async_trait]
-pub trait BlobStore: Send + Sync {
-    async fn begin(&self) -> Result<Box<dyn BlobWriter>>;
-    async fn open(&self, sha256: &str) -> Result<Box<dyn AsyncRead + Send + Unpin>>;
-    async fn contains(&self, sha256: &str) -> Result<bool>;
-}
 
 /// Blobs as files under `<root>/sha256/<first two hex digits>/<hash>`.
 pub struct LocalBlobStore {
@@ -38,11 +23,7 @@ impl LocalBlobStore {
     }
 
     fn path_of(&self, sha256: &str) -> Result<PathBuf> {
-        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::Invalid(format!(
-                "`{sha256}` is not a sha256 hex digest"
-            )));
-        }
+        check_sha256(sha256)?;
         Ok(self.root.join("sha256").join(&sha256[..2]).join(sha256))
     }
 }
