@@ -3,6 +3,8 @@
 
 mod commands;
 mod error;
+mod logging;
+mod metrics_http;
 mod output;
 mod plot;
 mod refs;
@@ -33,6 +35,9 @@ pub struct Cli {
     /// Coordinator URL for client commands (env ATELIER_COORDINATOR)
     #[arg(long, global = true, value_name = "URL")]
     coordinator: Option<String>,
+    /// Log lines as `text` or `json` (setting `log_format`)
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: commands::Command,
 }
@@ -49,14 +54,17 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(cli.command.default_log_filter())
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Read before anything logs: the settings choose the log format.
+    let mut settings = match settings::Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return report(CliError::invalid(e)),
+    };
+    if let Some(f) = cli.log_format {
+        settings.log_format = f;
+    }
+    if let Err(e) = logging::init(&settings.log_format, cli.command.default_log_filter()) {
+        return report(e);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -68,8 +76,6 @@ fn main() -> ExitCode {
         }
     };
     let result: Result<(), CliError> = runtime.block_on(async move {
-        let mut settings =
-            settings::Settings::load(cli.config.as_deref()).map_err(CliError::invalid)?;
         if let Some(c) = cli.coordinator {
             settings.coordinator = c;
         }
@@ -77,11 +83,13 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            e.code()
-        }
+        Err(e) => report(e),
     }
+}
+
+fn report(e: CliError) -> ExitCode {
+    eprintln!("error: {e}");
+    e.code()
 }
 
 #[cfg(test)]

@@ -36,6 +36,13 @@ pub struct Settings {
     pub coordinator: String,
     /// Seconds a lease lives without a heartbeat.
     pub lease_ttl_secs: f64,
+    /// Address of the coordinator's Prometheus endpoint (`/metrics`); empty: none.
+    pub metrics_listen: String,
+    /// Address of a worker's Prometheus endpoint (`/metrics`); empty: none.
+    pub worker_metrics_listen: String,
+    /// `text` (default) or `json`: one JSON object per log line, with job and
+    /// worker ids as fields.
+    pub log_format: String,
 }
 
 /// The setting names, as in `atelier.toml` (and `ATELIER_<NAME>` in capitals).
@@ -52,6 +59,9 @@ const KEYS: &[&str] = &[
     "listen",
     "coordinator",
     "lease_ttl_secs",
+    "metrics_listen",
+    "worker_metrics_listen",
+    "log_format",
 ];
 
 impl Default for Settings {
@@ -69,6 +79,9 @@ impl Default for Settings {
             listen: "127.0.0.1:7878".into(),
             coordinator: "http://127.0.0.1:7878".into(),
             lease_ttl_secs: 30.0,
+            metrics_listen: String::new(),
+            worker_metrics_listen: String::new(),
+            log_format: "text".into(),
         }
     }
 }

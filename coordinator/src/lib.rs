@@ -11,6 +11,7 @@
 //!   S3-compatible bucket.
 //! - `service`: the gRPC handlers (`Atelier` for users, `WorkerApi` for workers).
 //! - `reaper`: re-queues jobs whose lease expired.
+//! - `metrics`: Prometheus metrics (jobs and workers from the database at each scrape).
 //! - `server`: wires it all and serves gRPC.
 
 pub mod artifacts;
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod metrics;
 pub mod reaper;
 pub mod scheduler;
 pub mod server;

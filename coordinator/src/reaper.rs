@@ -17,8 +17,11 @@ pub async fn run(coordinator: Arc<Coordinator>) {
         match coordinator.store.expire_leases().await {
             Ok(changes) => {
                 for c in &changes {
-                    tracing::warn!(job = c.job_id, to = %c.to, "{}", c.reason);
+                    tracing::warn!(job = c.job_id, worker = %c.worker_id, to = %c.to, "{}", c.reason);
                 }
+                // The rest are jobs cancelled because an expired one failed.
+                let expired = changes.iter().filter(|c| c.from == "running").count();
+                coordinator.metrics.lease_expired(expired);
                 coordinator.announce(&changes);
             }
             Err(e) => tracing::error!("expiring leases failed: {e}"),

@@ -10,9 +10,11 @@ use std::time::Duration;
 use atelier_proto::v1;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::client::{self, is_transient, Api, Backoff};
 use crate::jobs::{self, JobContext};
+use crate::telemetry::Telemetry;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -53,6 +55,7 @@ pub struct Agent {
     heartbeat_every: Mutex<Duration>,
     /// Cancelled by [`Agent::drain`]: lease nothing more, leave when idle.
     draining: CancellationToken,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Agent {
@@ -60,6 +63,10 @@ impl Agent {
         let channel = client::channel(&config.coordinator_url)?;
         let id = format!("{}-{:06x}", config.name, rand::random::<u32>() & 0xff_ffff);
         Ok(Arc::new(Agent {
+            telemetry: Arc::new(Telemetry::new(
+                &id,
+                config.gpus.iter().map(|g| g.index).collect(),
+            )),
             slots: Mutex::new(Slots {
                 free_gpus: config.gpus.iter().map(|g| g.index).collect(),
                 free_cpu: config.cpu_slots,
@@ -78,6 +85,11 @@ impl Agent {
         &self.id
     }
 
+    /// This worker's metrics, for its `/metrics` endpoint.
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        self.telemetry.clone()
+    }
+
     /// Stops leasing: the jobs running now finish and are reported, then
     /// [`Agent::run`] returns. A cancelled `shutdown` still hands them back at once.
     pub fn drain(&self) {
@@ -91,8 +103,19 @@ impl Agent {
     /// the running jobs have ended. Jobs still running at shutdown are handed back
     /// (re-queued at once).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        // Every log line of this agent carries its id (`worker`), its jobs' lines
+        // also the job's (see `spawn_job`).
+        let span = tracing::info_span!("worker", worker = %self.id);
+        self.run_in_span(shutdown).instrument(span).await
+    }
+
+    async fn run_in_span(self: Arc<Self>, shutdown: CancellationToken) {
         self.register(&shutdown).await;
-        let hb = tokio::spawn(self.clone().heartbeat_loop(shutdown.clone()));
+        let hb = tokio::spawn(
+            self.clone()
+                .heartbeat_loop(shutdown.clone())
+                .in_current_span(),
+        );
         self.clone().lease_loop(shutdown.clone()).await;
         while !shutdown.is_cancelled() && !self.slots.lock().unwrap().running.is_empty() {
             tokio::select! {
@@ -331,10 +354,16 @@ impl Agent {
             cancel,
             self.api.clone(),
         )
-        .keep_free(self.config.min_free_disk_bytes);
+        .keep_free(self.config.min_free_disk_bytes)
+        .report_to(self.telemetry.clone());
+        self.telemetry.job_started(ctx.job.id, &ctx.job.kind);
+        // With the worker's id too: a job handed over starts outside the agent's span.
+        let span =
+            tracing::info_span!("job", worker = %self.id, job = ctx.job.id, kind = %ctx.job.kind);
         tokio::spawn(async move {
             let job_id = ctx.job.id;
-            let next = self.execute(ctx, &shutdown).await;
+            let next = self.execute(ctx, &shutdown).instrument(span).await;
+            self.telemetry.job_ended(job_id);
             if let Some(next) = next {
                 self.hand_over(job_id, next, &shutdown);
                 return;

@@ -4,6 +4,8 @@
 //! - `agent`: register, lease, heartbeat, run, report; reconnects with backoff.
 //! - `client`: the gRPC channel and which errors are worth a retry.
 //! - `resources`: GPUs (via `nvidia-smi`) and host name.
+//! - `telemetry`: the worker's Prometheus metrics (running jobs, step rate and
+//!   loss, GPU memory).
 //! - `jobs`: the job kinds and the context a running job gets.
 //! - `prepare`: turns a folder of images into a packed dataset (the `prepare` kind),
 //!   and back into a folder for training.
@@ -23,5 +25,6 @@ pub mod jobs;
 pub mod prepare;
 pub mod resources;
 pub mod sample;
+pub mod telemetry;
 pub mod train;
 pub mod trainset;

@@ -4,6 +4,7 @@ use std::time::Duration;
 use atelier_coordinator::CoordinatorConfig;
 
 use crate::error::{CliError, CliResult};
+use crate::metrics_http;
 use crate::settings::Settings;
 
 #[derive(clap::Args, Debug, Default)]
@@ -29,6 +30,10 @@ pub struct Args {
     pub artifact_dir: Option<String>,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Serve Prometheus metrics at http://ADDR/metrics (setting `metrics_listen`;
+    /// with `up`, the worker's too)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 /// Where artifacts are kept, when not in `artifact_dir`.
@@ -115,12 +120,24 @@ impl Args {
         })
     }
 
+    /// Where to serve metrics: the flag, else the setting; empty: nowhere.
+    pub fn metrics_listen(&self, s: &Settings) -> String {
+        self.metrics_listen
+            .clone()
+            .unwrap_or_else(|| s.metrics_listen.clone())
+    }
+
     pub async fn exec(self, settings: Settings) -> CliResult {
+        let metrics = self.metrics_listen(&settings);
         let config = self.config(settings)?;
         let running = atelier_coordinator::server::start(config)
             .await
             .map_err(|e| CliError::failure(e.to_string()))?;
-        eprintln!("atelier coordinator listening on {}", running.addr);
+        crate::logging::banner(format!("atelier coordinator listening on {}", running.addr));
+        if !metrics.is_empty() {
+            let render = metrics_http::coordinator(running.coordinator.clone());
+            metrics_http::serve(&metrics, "metrics_listen", "coordinator", render).await?;
+        }
         running
             .wait()
             .await

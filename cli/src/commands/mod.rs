@@ -33,7 +33,7 @@ pub enum Command {
     /// Run the coordinator service
     Coordinator(coordinator::Args),
     /// Run a worker agent that leases and runs jobs
-    Worker(worker::Args),
+    Worker(worker::Command),
     /// Run a coordinator and a worker in one process (embedded defaults)
     Up(up::Args),
     /// Run the study in miniature on this machine: tiny model, demo trainset, report

@@ -7,7 +7,45 @@ use atelier_worker::agent::{Agent, WorkerConfig};
 use atelier_worker::resources;
 
 use crate::error::{CliError, CliResult};
+use crate::metrics_http;
 use crate::settings::Settings;
+
+/// `atelier worker`: the agent's flags, and those `up` (whose flags are the
+/// coordinator's) cannot share.
+#[derive(clap::Args, Debug)]
+pub struct Command {
+    #[command(flatten)]
+    pub args: Args,
+    /// Serve this worker's Prometheus metrics at http://ADDR/metrics (setting
+    /// `worker_metrics_listen`)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+}
+
+impl Command {
+    pub async fn exec(self, mut settings: Settings) -> CliResult {
+        if let Some(v) = self.metrics_listen {
+            settings.worker_metrics_listen = v;
+        }
+        self.args.exec(settings).await
+    }
+}
+
+/// Serves `agent`'s metrics where `worker_metrics_listen` says, if anywhere.
+pub async fn serve_metrics(settings: &Settings, agent: &Arc<Agent>) -> CliResult {
+    if settings.worker_metrics_listen.is_empty() {
+        return Ok(());
+    }
+    let render = metrics_http::worker(agent.telemetry());
+    metrics_http::serve(
+        &settings.worker_metrics_listen,
+        "worker_metrics_listen",
+        "worker",
+        render,
+    )
+    .await?;
+    Ok(())
+}
 
 #[derive(clap::Args, Debug)]
 #[group(skip)]
@@ -77,7 +115,12 @@ impl Args {
     pub async fn exec(self, settings: Settings) -> CliResult {
         let config = self.worker_config(&settings)?;
         let agent = Agent::new(config).map_err(CliError::invalid)?;
-        eprintln!("atelier worker {} → {}", agent.id(), settings.coordinator);
+        crate::logging::banner(format!(
+            "atelier worker {} → {}",
+            agent.id(),
+            settings.coordinator
+        ));
+        serve_metrics(&settings, &agent).await?;
         let shutdown = self.stop_on_signal(&agent);
         agent.run(shutdown).await;
         Ok(())

@@ -17,6 +17,7 @@ use tonic::{Response, Status};
 use crate::artifacts::BlobStore;
 use crate::config::CoordinatorConfig;
 use crate::events::{state_event, EventBus};
+use crate::metrics::Metrics;
 use crate::store::{StateChange, Store};
 
 /// Chunk size for artifact downloads.
@@ -36,6 +37,7 @@ pub struct Coordinator {
     worker_shapes: RwLock<HashMap<String, WorkerShape>>,
     /// Experiment names never change; every lease needs one.
     experiment_names: RwLock<HashMap<i64, String>>,
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, Clone)]
@@ -60,14 +62,25 @@ impl Coordinator {
             work_available: Notify::new(),
             worker_shapes: RwLock::new(HashMap::new()),
             experiment_names: RwLock::new(HashMap::new()),
+            metrics: Arc::new(Metrics::new()),
         })
     }
 
     /// Publishes state changes and wakes workers when a job went back to the queue
     /// or one ended (which may unblock the jobs that need it).
     pub fn announce(&self, changes: &[StateChange]) {
+        self.metrics.observe(changes);
         let mut wake = false;
         for c in changes {
+            tracing::info!(
+                job = c.job_id,
+                worker = %c.worker_id,
+                kind = %c.kind,
+                attempt = c.attempt,
+                "{} -> {}",
+                c.from,
+                c.to
+            );
             self.events.publish(state_event(c));
             wake |= c.to != "running";
         }
@@ -116,6 +129,7 @@ async fn download(
         None => return Err(Status::invalid_argument("no artifact given")),
     };
     let mut reader = c.blobs.open(&meta.sha256).await?;
+    let metrics = c.metrics.clone();
     let stream = async_stream::try_stream! {
         let mut first = Some(meta);
         let mut buf = vec![0u8; CHUNK];
@@ -131,6 +145,7 @@ async fn download(
             if filled == 0 && first.is_none() {
                 break;
             }
+            metrics.downloaded(filled as u64);
             yield v1::DownloadChunk { artifact: first.take(), data: buf[..filled].to_vec() };
             if filled < CHUNK {
                 break;

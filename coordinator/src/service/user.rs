@@ -489,6 +489,7 @@ impl Atelier for AtelierService {
             }));
         }
         let (got, size) = writer.finish().await?;
+        self.c.metrics.uploaded(size);
         if got != sha || size != header.size {
             return Err(Status::data_loss(format!(
                 "trainset `{}`: the {size} bytes received have sha256 {got}, the client \

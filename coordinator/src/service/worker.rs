@@ -268,6 +268,7 @@ impl WorkerApi for WorkerService {
             }
         }
         let (sha, size) = writer.finish().await?;
+        self.c.metrics.uploaded(size);
         if header.size != 0 && header.size != size {
             return Err(Status::data_loss(format!(
                 "artifact `{}` of job {}: {size} bytes arrived, {} were announced",

@@ -21,6 +21,11 @@ pub struct StateChange {
     pub reason: String,
     pub worker_id: String,
     pub attempt: i64,
+    /// The job's kind and times (ms), for the metrics (`crate::metrics`).
+    pub kind: String,
+    pub created_at: i64,
+    /// When the attempt that ends (or starts) with this change started.
+    pub started_at: Option<i64>,
 }
 
 /// What a user command targets.
@@ -441,5 +446,8 @@ pub(crate) fn change(job: &JobRow, to: &str, reason: &str) -> StateChange {
         reason: reason.to_string(),
         worker_id: job.worker_id.clone().unwrap_or_default(),
         attempt: job.attempt,
+        kind: job.kind.clone(),
+        created_at: job.created_at,
+        started_at: job.started_at,
     }
 }

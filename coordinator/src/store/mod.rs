@@ -11,6 +11,7 @@ mod jobs;
 mod leases;
 mod logs;
 mod rows;
+mod stats;
 mod trainsets;
 pub mod workers;
 

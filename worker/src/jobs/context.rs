@@ -2,7 +2,7 @@
 //! coordinator for logs, progress and artifacts.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use atelier_proto::v1;
@@ -12,6 +12,7 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{is_transient, Api, Backoff};
+use crate::telemetry::Telemetry;
 
 /// How a job failed: `retryable` errors may pass on another attempt (a lost
 /// connection, a full disk); the others (bad input) will not.
@@ -53,6 +54,8 @@ pub struct JobContext {
     last_progress: Mutex<Option<Instant>>,
     /// Bytes a download must leave free on its disk ([`JobContext::keep_free`]).
     keep_free: u64,
+    /// Where progress metrics (step rate, loss) go for the worker's `/metrics`.
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 /// Progress reports closer together than this are dropped (the last one is sent).
@@ -81,7 +84,14 @@ impl JobContext {
             pending_logs: Mutex::new(Vec::new()),
             last_progress: Mutex::new(None),
             keep_free: 0,
+            telemetry: None,
         }
+    }
+
+    /// Progress metrics also go to `telemetry` (every report, not only those sent).
+    pub fn report_to(mut self, telemetry: Arc<Telemetry>) -> JobContext {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     /// Downloads fail (retryable, with the numbers) unless they leave `bytes` free
@@ -187,6 +197,9 @@ impl JobContext {
         message: impl Into<String>,
         metrics_json: &str,
     ) {
+        if let Some(t) = &self.telemetry {
+            t.progress(self.job.id, metrics_json);
+        }
         {
             let mut last = self.last_progress.lock().unwrap();
             if fraction < 1.0 && last.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
