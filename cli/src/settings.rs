@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use atelier_coordinator::artifacts::S3Config;
+use atelier_coordinator::tls::TlsFiles;
+use atelier_worker::client::ConnectOptions;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -43,6 +45,17 @@ pub struct Settings {
     /// `text` (default) or `json`: one JSON object per log line, with job and
     /// worker ids as fields.
     pub log_format: String,
+    /// The token CLI commands and workers send (`authorization: Bearer …`).
+    pub token: String,
+    /// A file holding the token (read once, trimmed), instead of `token`.
+    pub token_file: String,
+    /// The coordinator's certificate chain (PEM); with `tls_key`, gRPC is TLS only.
+    pub tls_cert: String,
+    /// The coordinator's private key (PEM).
+    pub tls_key: String,
+    /// The CA (PEM) clients check the coordinator's certificate against; default:
+    /// the system's roots.
+    pub tls_ca: String,
 }
 
 /// The setting names, as in `atelier.toml` (and `ATELIER_<NAME>` in capitals).
@@ -62,6 +75,11 @@ const KEYS: &[&str] = &[
     "metrics_listen",
     "worker_metrics_listen",
     "log_format",
+    "token",
+    "token_file",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
 ];
 
 impl Default for Settings {
@@ -82,6 +100,11 @@ impl Default for Settings {
             metrics_listen: String::new(),
             worker_metrics_listen: String::new(),
             log_format: "text".into(),
+            token: String::new(),
+            token_file: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_ca: String::new(),
         }
     }
 }
@@ -180,6 +203,53 @@ impl Settings {
     pub fn redis_url(&self) -> Option<String> {
         (!self.redis_url.is_empty()).then(|| self.redis_url.clone())
     }
+
+    /// How to reach the coordinator: `coordinator` (one URL or a list), the token
+    /// from `token` or `token_file`, and `tls_ca`.
+    pub fn connect_options(&self) -> Result<ConnectOptions, String> {
+        let token = match (self.token.is_empty(), self.token_file.is_empty()) {
+            (true, true) => None,
+            (false, true) => Some(self.token.trim().to_string()),
+            (true, false) => Some(read_token_file(Path::new(&self.token_file))?),
+            (false, false) => {
+                return Err("token and token_file are both set; set one of them".into())
+            }
+        };
+        Ok(ConnectOptions {
+            coordinator: self.coordinator.clone(),
+            token,
+            tls_ca: (!self.tls_ca.is_empty()).then(|| PathBuf::from(&self.tls_ca)),
+        })
+    }
+
+    /// The coordinator's certificate and key, when both are set.
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>, String> {
+        match (self.tls_cert.is_empty(), self.tls_key.is_empty()) {
+            (true, true) => Ok(None),
+            (false, false) => Ok(Some(TlsFiles {
+                cert: PathBuf::from(&self.tls_cert),
+                key: PathBuf::from(&self.tls_key),
+            })),
+            (false, true) => Err(format!(
+                "tls_cert `{}` is set but tls_key is not; TLS needs both",
+                self.tls_cert
+            )),
+            (true, false) => Err(format!(
+                "tls_key `{}` is set but tls_cert is not; TLS needs both",
+                self.tls_key
+            )),
+        }
+    }
+}
+
+fn read_token_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("token_file `{}`: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("token_file `{}` is empty", path.display()));
+    }
+    Ok(token.to_string())
 }
 
 #[cfg(test)]
@@ -232,6 +302,51 @@ mod tests {
         assert!(err.contains("listen_addr"), "{err}");
         std::fs::write(&file, "lease_ttl_secs = 5\n").unwrap();
         assert_eq!(Settings::load(Some(&file)).unwrap().lease_ttl_secs, 5.0);
+    }
+
+    #[test]
+    fn token_comes_from_token_or_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  secret-1\n").unwrap();
+        let mut s = Settings {
+            coordinator: "https://a:7878, https://b:7878".into(),
+            tls_ca: "/etc/atelier/ca.pem".into(),
+            ..Settings::default()
+        };
+        let none = s.connect_options().unwrap();
+        assert_eq!(none.token, None);
+        assert_eq!(none.urls(), ["https://a:7878", "https://b:7878"]);
+        assert_eq!(none.tls_ca, Some(PathBuf::from("/etc/atelier/ca.pem")));
+        s.token_file = file.display().to_string();
+        assert_eq!(
+            s.connect_options().unwrap().token.as_deref(),
+            Some("secret-1")
+        );
+        s.token = "secret-2".into();
+        let both = s.connect_options().unwrap_err();
+        assert!(both.contains("token and token_file"), "{both}");
+        s.token_file = dir.path().join("absent").display().to_string();
+        s.token.clear();
+        let absent = s.connect_options().unwrap_err();
+        assert!(absent.contains("token_file `"), "{absent}");
+        std::fs::write(&file, "\n").unwrap();
+        s.token_file = file.display().to_string();
+        let empty = s.connect_options().unwrap_err();
+        assert!(empty.contains("is empty"), "{empty}");
+    }
+
+    #[test]
+    fn tls_needs_both_cert_and_key() {
+        let mut s = Settings::default();
+        assert!(s.tls_files().unwrap().is_none());
+        s.tls_cert = "cert.pem".into();
+        let err = s.tls_files().unwrap_err();
+        assert!(err.contains("tls_key is not"), "{err}");
+        s.tls_key = "key.pem".into();
+        let files = s.tls_files().unwrap().unwrap();
+        assert_eq!(files.cert, PathBuf::from("cert.pem"));
+        assert_eq!(files.key, PathBuf::from("key.pem"));
     }
 
     #[test]

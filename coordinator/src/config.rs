@@ -19,6 +19,8 @@ pub struct CoordinatorConfig {
     pub listen: SocketAddr,
     /// How long a lease lives without a heartbeat.
     pub lease_ttl: Duration,
+    /// Serve gRPC over TLS only, with this certificate and key.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl CoordinatorConfig {

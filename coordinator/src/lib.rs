@@ -12,6 +12,7 @@
 //! - `service`: the gRPC handlers (`Atelier` for users, `WorkerApi` for workers).
 //! - `reaper`: re-queues jobs whose lease expired.
 //! - `metrics`: Prometheus metrics (jobs and workers from the database at each scrape).
+//! - `tls`: the gRPC port's certificate and key, read from PEM files.
 //! - `server`: wires it all and serves gRPC.
 
 pub mod artifacts;
@@ -26,6 +27,7 @@ pub mod server;
 pub mod service;
 pub mod spec;
 pub mod store;
+pub mod tls;
 
 pub use config::CoordinatorConfig;
 pub use error::{Error, Result};

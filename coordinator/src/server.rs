@@ -51,6 +51,18 @@ impl RunningCoordinator {
 }
 
 pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
+    // TLS first: a bad certificate is refused before anything else starts.
+    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(files) = &config.tls {
+        builder = builder.tls_config(files.server_config()?).map_err(|e| {
+            Error::Invalid(format!(
+                "tls_cert `{}` with tls_key `{}`: {}",
+                files.cert.display(),
+                files.key.display(),
+                error_chain(&e)
+            ))
+        })?;
+    }
     let store = Store::connect(&config.database_url).await?;
     let extended = store
         .extend_running_leases(config.lease_ttl.as_millis() as i64)
@@ -67,6 +79,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         .await
         .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener.local_addr()?;
+    let config_tls = config.tls.is_some();
     let coordinator = Coordinator::new(store, events, blobs, config);
     let reaper = tokio::spawn(crate::reaper::run(coordinator.clone()));
     let (tx, rx) = oneshot::channel::<()>();
@@ -77,8 +90,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
+        builder
             .add_service(user)
             .add_service(worker)
             // Accepted sockets need TCP_NODELAY set here: `Server::tcp_nodelay` only
@@ -91,7 +103,8 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
                 },
             ),
     );
-    tracing::info!("coordinator listening on {addr}");
+    let scheme = if config_tls { "TLS" } else { "plain text" };
+    tracing::info!("coordinator listening on {addr} ({scheme})");
     Ok(RunningCoordinator {
         addr,
         coordinator,
@@ -99,4 +112,16 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         server,
         reaper,
     })
+}
+
+/// An error and its sources, as one line: tonic's TLS errors say little on their own.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }

@@ -18,7 +18,8 @@ use crate::telemetry::Telemetry;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    pub coordinator_url: String,
+    /// The coordinator's address (or replicas' list), token and CA.
+    pub coordinator: client::ConnectOptions,
     pub name: String,
     /// `cpu` or `cuda`.
     pub backend: String,
@@ -60,7 +61,7 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(config: WorkerConfig) -> Result<Arc<Agent>, String> {
-        let channel = client::channel(&config.coordinator_url)?;
+        let channel = client::channel(&config.coordinator)?;
         let id = format!("{}-{:06x}", config.name, rand::random::<u32>() & 0xff_ffff);
         Ok(Arc::new(Agent {
             telemetry: Arc::new(Telemetry::new(
@@ -163,13 +164,13 @@ impl Agent {
                     let r = resp.into_inner();
                     *self.heartbeat_every.lock().unwrap() =
                         Duration::from_millis(r.heartbeat_interval_ms.max(50));
-                    tracing::info!(worker = %self.id, "registered with {}", self.config.coordinator_url);
+                    tracing::info!(worker = %self.id, "registered with {}", self.config.coordinator);
                     return;
                 }
                 Err(e) => {
                     tracing::warn!(
                         "cannot register with {}: {}; retrying",
-                        self.config.coordinator_url,
+                        self.config.coordinator,
                         e.message()
                     );
                     tokio::select! {

@@ -4,34 +4,30 @@ use std::time::Duration;
 
 use atelier_proto::v1::atelier_client::AtelierClient;
 use atelier_proto::v1::worker_api_client::WorkerApiClient;
-use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
-pub type Api = WorkerApiClient<Channel>;
-pub type UserApi = AtelierClient<Channel>;
+pub use crate::connect::ConnectOptions;
+pub use crate::failover::Conn;
+
+pub type Api = WorkerApiClient<Conn>;
+pub type UserApi = AtelierClient<Conn>;
 
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// A channel that connects on first use and reconnects after the coordinator went
-/// away, so callers only ever see per-call errors.
-pub fn channel(url: &str) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| format!("coordinator url `{url}`: {e}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
-    Ok(endpoint.connect_lazy())
+/// away, so callers only ever see per-call errors; over an address list, each call
+/// goes to a live replica. It sends the token, if any, with every call.
+pub fn channel(options: &ConnectOptions) -> Result<Conn, String> {
+    Conn::new(options.endpoints()?, options.authorization()?)
 }
 
-pub fn worker_api(channel: Channel) -> Api {
+pub fn worker_api(channel: Conn) -> Api {
     WorkerApiClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
 }
 
-pub fn user_api(channel: Channel) -> UserApi {
+pub fn user_api(channel: Conn) -> UserApi {
     AtelierClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)

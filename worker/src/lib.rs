@@ -3,6 +3,9 @@
 //! # Layout
 //! - `agent`: register, lease, heartbeat, run, report; reconnects with backoff.
 //! - `client`: the gRPC channel and which errors are worth a retry.
+//! - `connect`: the coordinator's addresses, token and CA; TLS for `https://`.
+//! - `failover`: one connection over a list of coordinator replicas.
+//! - `socket`: the client's TCP connections, whose writes cannot raise SIGPIPE.
 //! - `resources`: GPUs (via `nvidia-smi`) and host name.
 //! - `telemetry`: the worker's Prometheus metrics (running jobs, step rate and
 //!   loss, GPU memory).
@@ -19,12 +22,15 @@
 
 pub mod agent;
 pub mod client;
+pub mod connect;
 pub mod disk;
 pub mod eval;
+pub mod failover;
 pub mod jobs;
 pub mod prepare;
 pub mod resources;
 pub mod sample;
+mod socket;
 pub mod telemetry;
 pub mod train;
 pub mod trainset;

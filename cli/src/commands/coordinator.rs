@@ -34,6 +34,12 @@ pub struct Args {
     /// with `up`, the worker's too)
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// Certificate chain, PEM: with --tls-key the gRPC port speaks TLS only (setting `tls_cert`)
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// Private key of --tls-cert, PEM (setting `tls_key`)
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<String>,
 }
 
 /// Where artifacts are kept, when not in `artifact_dir`.
@@ -93,6 +99,12 @@ impl Args {
             s.artifact_dir = v.clone();
         }
         self.store.apply(&mut s);
+        if let Some(v) = &self.tls_cert {
+            s.tls_cert = v.clone();
+        }
+        if let Some(v) = &self.tls_key {
+            s.tls_key = v.clone();
+        }
         let listen: SocketAddr = s
             .listen
             .parse()
@@ -117,6 +129,7 @@ impl Args {
             s3: s.s3().map_err(CliError::invalid)?,
             listen,
             lease_ttl: Duration::from_secs_f64(s.lease_ttl_secs),
+            tls: s.tls_files().map_err(CliError::invalid)?,
         })
     }
 

@@ -126,7 +126,8 @@ impl Command {
 
 /// A client of the coordinator named in the settings.
 pub fn connect(settings: &Settings) -> CliResult<UserApi> {
-    let channel = client::channel(&settings.coordinator).map_err(CliError::invalid)?;
+    let options = settings.connect_options().map_err(CliError::invalid)?;
+    let channel = client::channel(&options).map_err(CliError::invalid)?;
     Ok(client::user_api(channel))
 }
 

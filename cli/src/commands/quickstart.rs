@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use atelier_proto::v1;
 use atelier_worker::agent::{Agent, WorkerConfig};
-use atelier_worker::client::UserApi;
+use atelier_worker::client::{ConnectOptions, UserApi};
 use indicatif::ProgressBar;
 
 use super::pull::download;
@@ -77,6 +77,15 @@ impl Args {
         local.artifact_dir = String::new();
         local.artifact_store = String::new();
         local.listen = "127.0.0.1:0".into();
+        for s in [
+            &mut local.tls_cert,
+            &mut local.tls_key,
+            &mut local.tls_ca,
+            &mut local.token,
+            &mut local.token_file,
+        ] {
+            s.clear();
+        }
         let config = super::coordinator::Args::default().config(local.clone())?;
         let running = atelier_coordinator::server::start(config)
             .await
@@ -85,7 +94,7 @@ impl Args {
         write_settings(&out, &state)?;
 
         let agent = Agent::new(WorkerConfig {
-            coordinator_url: local.coordinator.clone(),
+            coordinator: ConnectOptions::new(local.coordinator.clone()),
             name: "quickstart".into(),
             backend: "cpu".into(),
             gpus: Vec::new(),

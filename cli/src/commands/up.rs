@@ -1,3 +1,5 @@
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use atelier_worker::agent::Agent;
 
 use crate::error::{CliError, CliResult};
@@ -15,10 +17,11 @@ pub struct Args {
 impl Args {
     pub async fn exec(self, mut settings: Settings) -> CliResult {
         let config = self.coordinator.config(settings.clone())?;
+        let tls = config.tls.is_some();
         let running = atelier_coordinator::server::start(config)
             .await
             .map_err(|e| CliError::failure(e.to_string()))?;
-        settings.coordinator = format!("http://{}", running.addr);
+        settings.coordinator = local_url(running.addr, tls);
         let agent = Agent::new(self.worker.worker_config(&settings)?).map_err(CliError::invalid)?;
         crate::logging::banner(format!(
             "atelier is up: coordinator on {}, worker {} ({}); Ctrl-C stops both",
@@ -41,4 +44,17 @@ impl Args {
         running.stop().await;
         Ok(())
     }
+}
+
+/// The in-process worker's address of the coordinator: loopback when it listens on
+/// every interface; `https://` when it speaks TLS (its certificate must then name
+/// that address, e.g. an IP SAN 127.0.0.1, and `tls_ca` the CA that signed it).
+fn local_url(addr: SocketAddr, tls: bool) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }

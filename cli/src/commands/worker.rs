@@ -100,7 +100,7 @@ impl Args {
             ));
         }
         Ok(WorkerConfig {
-            coordinator_url: settings.coordinator.clone(),
+            coordinator: settings.connect_options().map_err(CliError::invalid)?,
             name: self.name.clone().unwrap_or_else(resources::host_name),
             backend: self.backend.clone(),
             gpus,
@@ -114,12 +114,9 @@ impl Args {
 
     pub async fn exec(self, settings: Settings) -> CliResult {
         let config = self.worker_config(&settings)?;
+        let target = config.coordinator.to_string();
         let agent = Agent::new(config).map_err(CliError::invalid)?;
-        crate::logging::banner(format!(
-            "atelier worker {} → {}",
-            agent.id(),
-            settings.coordinator
-        ));
+        crate::logging::banner(format!("atelier worker {} → {target}", agent.id()));
         serve_metrics(&settings, &agent).await?;
         let shutdown = self.stop_on_signal(&agent);
         agent.run(shutdown).await;

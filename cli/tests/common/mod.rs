@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod metrics;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -100,6 +101,8 @@ pub struct Harness {
     pub port: u16,
     pub lease_ttl: f64,
     pub redis: Option<(String, String)>,
+    /// Serve TLS with these certificates; clients get `https://` and the CA.
+    pub tls: Option<tls::Certs>,
     /// Set for every process started (e.g. an S3 store and its credentials).
     pub env: Vec<(String, String)>,
     children: Vec<(String, Child)>,
@@ -129,13 +132,15 @@ impl Harness {
             port: free_port(),
             lease_ttl: 3.0,
             redis: None,
+            tls: None,
             env: Vec::new(),
             children: Vec::new(),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
@@ -151,6 +156,9 @@ impl Harness {
             .env("ATELIER_COORDINATOR", self.url())
             .env("RUST_LOG", "info,sqlx=warn,h2=warn,tower=warn,hyper=warn")
             .current_dir(self.dir.path());
+        if let Some(certs) = &self.tls {
+            c.env("ATELIER_TLS_CA", &certs.ca);
+        }
         c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
@@ -200,6 +208,14 @@ impl Harness {
                 url.clone(),
                 "--redis-channel".into(),
                 channel.clone(),
+            ]);
+        }
+        if let Some(certs) = &self.tls {
+            args.extend([
+                "--tls-cert".into(),
+                certs.cert.display().to_string(),
+                "--tls-key".into(),
+                certs.key.display().to_string(),
             ]);
         }
         let n = self
@@ -262,6 +278,19 @@ impl Harness {
 
     pub fn cli(&self, args: &[&str]) -> Output {
         self.command().args(args).output().unwrap()
+    }
+
+    /// [`Harness::cli`] with environment variables set (`(name, Some(value))`) or
+    /// removed (`(name, None)`), e.g. another coordinator address or CA.
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, Option<&str>)]) -> Output {
+        let mut command = self.command();
+        for (name, value) in env {
+            match value {
+                Some(v) => command.env(name, v),
+                None => command.env_remove(name),
+            };
+        }
+        command.args(args).output().unwrap()
     }
 
     /// Runs a command that must succeed and prints JSON.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use atelier_coordinator::spec::{JobSpec, Requirements};
 use atelier_coordinator::CoordinatorConfig;
 use atelier_worker::agent::{Agent, WorkerConfig};
+use atelier_worker::client::ConnectOptions;
 use tokio_util::sync::CancellationToken;
 
 use super::percentile;
@@ -122,6 +123,7 @@ impl DispatchArgs {
             s3: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             lease_ttl: Duration::from_secs(30),
+            tls: None,
         };
         let running = atelier_coordinator::server::start(config)
             .await
@@ -132,7 +134,8 @@ impl DispatchArgs {
 
         // 1. submit throughput: one experiment of N jobs over gRPC, no worker yet
         let mut api = atelier_worker::client::user_api(
-            atelier_worker::client::channel(&url).map_err(CliError::failure)?,
+            atelier_worker::client::channel(&ConnectOptions::new(url.clone()))
+                .map_err(CliError::failure)?,
         );
         let request = v1_request("bench", &noop_jobs(self.jobs, "j"));
         let t0 = Instant::now();
@@ -143,7 +146,7 @@ impl DispatchArgs {
         let shutdown = CancellationToken::new();
         for i in 0..self.workers {
             let agent = Agent::new(WorkerConfig {
-                coordinator_url: url.clone(),
+                coordinator: ConnectOptions::new(url.clone()),
                 name: format!("bench-{i}"),
                 backend: "cpu".into(),
                 gpus: Vec::new(),
