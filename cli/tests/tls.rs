@@ -294,3 +294,32 @@ fn address_list_survives_a_killed_replica() {
         assert_eq!(succeeded, 1, "job {id} ended exactly once: {j:#}");
     }
 }
+
+/// `atelier up` with TLS: its own worker connects over `https://` and runs a job
+/// that a CLI command submitted over TLS.
+#[test]
+fn up_serves_tls_to_its_own_worker() {
+    let mut h = tls_harness(Db::Sqlite);
+    let certs = h.tls.clone().unwrap();
+    let listen = format!("127.0.0.1:{}", h.port);
+    h.spawn(
+        "up",
+        &[
+            "up",
+            "--listen",
+            &listen,
+            "--database-url",
+            &h.database_url.clone(),
+            "--tls-cert",
+            certs.cert.to_str().unwrap(),
+            "--tls-key",
+            certs.key.to_str().unwrap(),
+        ],
+    );
+    wait_until("up's worker registers", Duration::from_secs(30), || {
+        h.workers().iter().any(|w| w["online"] == true)
+    });
+    h.submit(&h.write("one.yaml", &noop_sweep(1, 0.1)));
+    let jobs = h.wait_all_ended(Duration::from_secs(30));
+    assert_eq!(jobs[0]["state"], "succeeded", "{jobs:#?}");
+}
