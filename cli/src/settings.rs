@@ -45,6 +45,11 @@ pub struct Settings {
     /// `text` (default) or `json`: one JSON object per log line, with job and
     /// worker ids as fields.
     pub log_format: String,
+    /// The coordinator requires a token on every call (`atelier token`); off by
+    /// default, so that the embedded setup works without one.
+    pub auth: bool,
+    /// The coordinator refuses an upload (artifact or trainset push) larger than this.
+    pub max_upload_gb: f64,
     /// The token CLI commands and workers send (`authorization: Bearer …`).
     pub token: String,
     /// A file holding the token (read once, trimmed), instead of `token`.
@@ -75,6 +80,8 @@ const KEYS: &[&str] = &[
     "metrics_listen",
     "worker_metrics_listen",
     "log_format",
+    "auth",
+    "max_upload_gb",
     "token",
     "token_file",
     "tls_cert",
@@ -100,6 +107,8 @@ impl Default for Settings {
             metrics_listen: String::new(),
             worker_metrics_listen: String::new(),
             log_format: "text".into(),
+            auth: false,
+            max_upload_gb: 64.0,
             token: String::new(),
             token_file: String::new(),
             tls_cert: String::new(),

@@ -19,6 +19,12 @@ pub struct CoordinatorConfig {
     pub listen: SocketAddr,
     /// How long a lease lives without a heartbeat.
     pub lease_ttl: Duration,
+    /// Require a token on every call (`crate::auth`); off, everything is open.
+    pub auth: bool,
+    /// Where the first admin token is written when auth is on and none exists.
+    pub admin_token_file: PathBuf,
+    /// An upload (artifact or pushed trainset) larger than this is refused.
+    pub max_upload_bytes: u64,
     /// Serve gRPC over TLS only, with this certificate and key.
     pub tls: Option<crate::tls::TlsFiles>,
 }

@@ -13,9 +13,11 @@
 //! - `reaper`: re-queues jobs whose lease expired.
 //! - `metrics`: Prometheus metrics (jobs and workers from the database at each scrape).
 //! - `tls`: the gRPC port's certificate and key, read from PEM files.
+//! - `auth`: tokens and roles, the layer that checks them, the first admin token.
 //! - `server`: wires it all and serves gRPC.
 
 pub mod artifacts;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use atelier_proto::v1::admin_server::AdminServer;
 use atelier_proto::v1::atelier_server::AtelierServer;
 use atelier_proto::v1::worker_api_server::WorkerApiServer;
 use tokio::net::TcpListener;
@@ -10,10 +11,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
+use crate::auth::{AuthLayer, Tokens};
 use crate::config::CoordinatorConfig;
 use crate::error::{Error, Result};
 use crate::events::{EventBus, LocalBus, RedisBus};
-use crate::service::{AtelierService, Coordinator, WorkerService};
+use crate::service::{AdminService, AtelierService, Coordinator, WorkerService};
 use crate::store::Store;
 
 /// Messages up to this size; artifacts travel in much smaller chunks.
@@ -74,6 +76,11 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         Some(url) if !url.is_empty() => RedisBus::connect(url, &config.redis_channel).await?,
         _ => LocalBus::new(),
     };
+    let tokens = Arc::new(Tokens::new(store.clone()));
+    if config.auth {
+        crate::auth::ensure_admin(&store, &config.admin_token_file).await?;
+    }
+    let auth = AuthLayer::new(config.auth.then(|| tokens.clone()));
     let blobs = crate::artifacts::open_store(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -89,8 +96,11 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
     let worker = WorkerApiServer::new(WorkerService::new(coordinator.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
+    let admin = AdminServer::new(AdminService::new(coordinator.clone(), tokens));
     let server = tokio::spawn(
         builder
+            .layer(auth)
+            .add_service(admin)
             .add_service(user)
             .add_service(worker)
             // Accepted sockets need TCP_NODELAY set here: `Server::tcp_nodelay` only

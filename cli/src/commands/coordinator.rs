@@ -34,6 +34,13 @@ pub struct Args {
     /// with `up`, the worker's too)
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// Require a token on every call; the first start makes an admin token in
+    /// DATA_DIR/admin.token (setting `auth`)
+    #[arg(long)]
+    pub auth: bool,
+    /// Refuse uploads larger than this many GB (setting `max_upload_gb`, default 64)
+    #[arg(long, value_name = "GB")]
+    pub max_upload_gb: Option<f64>,
     /// Certificate chain, PEM: with --tls-key the gRPC port speaks TLS only (setting `tls_cert`)
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<String>,
@@ -105,6 +112,18 @@ impl Args {
         if let Some(v) = &self.tls_key {
             s.tls_key = v.clone();
         }
+        if self.auth {
+            s.auth = true;
+        }
+        if let Some(v) = self.max_upload_gb {
+            s.max_upload_gb = v;
+        }
+        if !(s.max_upload_gb > 0.0 && s.max_upload_gb.is_finite()) {
+            return Err(CliError::invalid(format!(
+                "max_upload_gb {} must be a positive number",
+                s.max_upload_gb
+            )));
+        }
         let listen: SocketAddr = s
             .listen
             .parse()
@@ -129,6 +148,9 @@ impl Args {
             s3: s.s3().map_err(CliError::invalid)?,
             listen,
             lease_ttl: Duration::from_secs_f64(s.lease_ttl_secs),
+            auth: s.auth,
+            admin_token_file: s.data_dir.join("admin.token"),
+            max_upload_bytes: (s.max_upload_gb * 1e9) as u64,
             tls: s.tls_files().map_err(CliError::invalid)?,
         })
     }

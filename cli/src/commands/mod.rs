@@ -15,6 +15,7 @@ mod report;
 mod retry;
 mod show;
 mod submit;
+mod token;
 mod train;
 mod trainset;
 mod up;
@@ -76,6 +77,9 @@ pub enum Command {
     /// Benchmarks
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Make, list and revoke API tokens (coordinator with `auth = true`; admin only)
+    #[command(subcommand)]
+    Token(token::Token),
 }
 
 impl Command {
@@ -102,6 +106,7 @@ impl Command {
             Command::Trainset(t) => t.exec(settings).await,
             Command::Model(m) => m.exec(settings).await,
             Command::Bench(b) => b.exec(settings).await,
+            Command::Token(t) => t.exec(settings).await,
         }
     }
 

@@ -1,6 +1,8 @@
 //! The gRPC handlers. Each writes to the store in one transaction, then publishes
 //! the resulting events and wakes waiting workers.
 
+mod admin;
+mod scope;
 mod user;
 mod worker;
 
@@ -19,6 +21,7 @@ use crate::config::CoordinatorConfig;
 use crate::events::{state_event, EventBus};
 use crate::metrics::Metrics;
 use crate::store::{StateChange, Store};
+use scope::Scope;
 
 /// Chunk size for artifact downloads.
 pub const CHUNK: usize = 256 * 1024;
@@ -107,17 +110,34 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// An artifact's bytes in chunks of [`CHUNK`], the first carrying its metadata;
 /// for users (`pull`) and workers (a job's inputs) alike.
+/// A user (`Scope::Owner`) reads only its own jobs' artifacts and pushed trainsets.
 async fn download(
     c: &Coordinator,
+    scope: &Scope,
     req: v1::DownloadRequest,
 ) -> Result<Response<BoxStream<v1::DownloadChunk>>, Status> {
     let meta = match req.what {
         Some(v1::download_request::What::ArtifactId(id)) => {
-            c.store.get_artifact(id).await?.to_proto()
+            let row = c.store.get_artifact(id).await?;
+            if let Some(me) = scope.owner() {
+                if c.store.job_owner(row.job_id).await? != me {
+                    return Err(Status::not_found(format!("artifact {id} does not exist")));
+                }
+            }
+            row.to_proto()
         }
         // A job's artifact, or else a pushed trainset (`atelier trainset push`).
         Some(v1::download_request::What::Sha256(sha)) => {
-            match c.store.artifact_by_sha(&sha).await {
+            let own = match scope.owner() {
+                None => c.store.artifact_by_sha(&sha).await,
+                Some(me) => {
+                    let row = c.store.artifact_by_sha_of(me, &sha).await?;
+                    row.ok_or_else(|| {
+                        crate::Error::NotFound(format!("no artifact has sha256 {sha}"))
+                    })
+                }
+            };
+            match own {
                 Ok(row) => row.to_proto(),
                 Err(crate::Error::NotFound(m)) => match c.store.trainset_by_sha(&sha).await? {
                     Some(t) => t.to_artifact(),
@@ -155,5 +175,14 @@ async fn download(
     Ok(Response::new(Box::pin(stream)))
 }
 
+/// An upload refused for its size (setting `max_upload_gb`); nothing of it is kept.
+fn too_large(what: &str, limit: u64) -> Status {
+    Status::resource_exhausted(format!(
+        "{what} is larger than the coordinator's upload limit of {limit} bytes \
+         (max_upload_gb); nothing was stored"
+    ))
+}
+
+pub use admin::AdminService;
 pub use user::AtelierService;
 pub use worker::WorkerService;

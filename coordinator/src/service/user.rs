@@ -10,7 +10,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{download, BoxStream, Coordinator};
+use super::scope::{caller, Scope};
+use super::{download, too_large, BoxStream, Coordinator};
 use crate::clock::now_ms;
 use crate::scheduler::{explain_waiting, WorkerView};
 use crate::spec::{self, JobSpec, Requirements};
@@ -185,6 +186,7 @@ impl Atelier for AtelierService {
         &self,
         req: Request<v1::SubmitRequest>,
     ) -> Result<Response<v1::SubmitResponse>, Status> {
+        let owner = caller(&self.c, &req)?.map(|c| c.name).unwrap_or_default();
         let r = req.into_inner();
         if r.name.trim().is_empty() {
             return Err(Status::invalid_argument("experiment name is empty"));
@@ -200,7 +202,7 @@ impl Atelier for AtelierService {
         let (experiment_id, job_ids, cached) = self
             .c
             .store
-            .submit_experiment(&r.name, &r.source, &jobs)
+            .submit_experiment_as(&owner, &r.name, &r.source, &jobs)
             .await?;
         tracing::info!(
             experiment = experiment_id,
@@ -220,9 +222,14 @@ impl Atelier for AtelierService {
         &self,
         req: Request<v1::ListExperimentsRequest>,
     ) -> Result<Response<v1::ListExperimentsResponse>, Status> {
+        let scope = Scope::of(&self.c, &req)?;
         let r = req.into_inner();
         let name = (!r.name.is_empty()).then_some(r.name.as_str());
-        let rows = self.c.store.list_experiments(name).await?;
+        let rows = self
+            .c
+            .store
+            .list_experiments_of(scope.owner(), name)
+            .await?;
         let count = |m: &std::collections::HashMap<String, i64>, s: &str| {
             m.get(s).copied().unwrap_or(0) as u32
         };
@@ -247,6 +254,7 @@ impl Atelier for AtelierService {
         &self,
         req: Request<v1::ListJobsRequest>,
     ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let scope = Scope::of(&self.c, &req)?;
         let r = req.into_inner();
         let exp = (r.experiment_id != 0).then_some(r.experiment_id);
         let state = (!r.state.is_empty()).then_some(r.state.as_str());
@@ -258,7 +266,11 @@ impl Atelier for AtelierService {
             }
         }
         let limit = (r.limit != 0).then_some(r.limit as i64);
-        let rows = self.c.store.list_jobs(exp, state, limit).await?;
+        let rows = self
+            .c
+            .store
+            .list_jobs_of(scope.owner(), exp, state, limit)
+            .await?;
         let names = self.c.store.experiment_names().await?;
         let mut needs: std::collections::HashMap<i64, Vec<i64>> = Default::default();
         for (job, need) in self.c.store.needs_edges(exp).await? {
@@ -281,7 +293,9 @@ impl Atelier for AtelierService {
         &self,
         req: Request<v1::GetJobRequest>,
     ) -> Result<Response<v1::GetJobResponse>, Status> {
+        let scope = Scope::of(&self.c, &req)?;
         let id = req.into_inner().job_id;
+        scope.check_job(&self.c, id).await?;
         let job = self.c.store.get_job(id).await?;
         let needs = self.c.store.needs_of(id).await?;
         let exp_name = self.c.store.experiment_name(job.experiment_id).await?;
@@ -313,13 +327,16 @@ impl Atelier for AtelierService {
         &self,
         req: Request<v1::TargetRequest>,
     ) -> Result<Response<v1::ChangeResponse>, Status> {
+        let scope = Scope::of(&self.c, &req)?;
         let r = req.into_inner();
+        let t = target(r.target)?;
+        scope.check_target(&self.c, t).await?;
         let reason = if r.reason.is_empty() {
             "cancelled by user".to_string()
         } else {
             r.reason
         };
-        let changes = self.c.store.cancel(target(r.target)?, &reason).await?;
+        let changes = self.c.store.cancel(t, &reason).await?;
         self.c.announce(&changes);
         Ok(Response::new(v1::ChangeResponse {
             job_ids: changes.iter().map(|c| c.job_id).collect(),
@@ -330,7 +347,10 @@ impl Atelier for AtelierService {
         &self,
         req: Request<v1::TargetRequest>,
     ) -> Result<Response<v1::ChangeResponse>, Status> {
-        let changes = self.c.store.retry(target(req.into_inner().target)?).await?;
+        let scope = Scope::of(&self.c, &req)?;
+        let t = target(req.into_inner().target)?;
+        scope.check_target(&self.c, t).await?;
+        let changes = self.c.store.retry(t).await?;
         self.c.announce(&changes);
         Ok(Response::new(v1::ChangeResponse {
             job_ids: changes.iter().map(|c| c.job_id).collect(),
@@ -341,8 +361,10 @@ impl Atelier for AtelierService {
         &self,
         req: Request<v1::SetPriorityRequest>,
     ) -> Result<Response<v1::ChangeResponse>, Status> {
+        let scope = Scope::of(&self.c, &req)?;
         let r = req.into_inner();
         let t = target(r.target.and_then(|t| t.target))?;
+        scope.check_target(&self.c, t).await?;
         let job_ids = self.c.store.set_priority(t, r.priority).await?;
         Ok(Response::new(v1::ChangeResponse { job_ids }))
     }
@@ -368,9 +390,11 @@ impl Atelier for AtelierService {
         &self,
         req: Request<v1::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
+        let scope = Scope::of(&self.c, &req)?;
         let r = req.into_inner();
         let c = self.c.clone();
         c.store.get_job(r.job_id).await?;
+        scope.check_job(&c, r.job_id).await?;
         let mut events = c.events.subscribe();
         let stream = async_stream::try_stream! {
             let mut after = r.after_seq;
@@ -420,12 +444,32 @@ impl Atelier for AtelierService {
         &self,
         req: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let scope = Scope::of(&self.c, &req)?;
         let exp = req.into_inner().experiment_id;
+        if exp != 0 {
+            scope.check_experiment(&self.c, exp).await?;
+        }
         let mut events = self.c.events.subscribe();
+        let c = self.c.clone();
         let stream = async_stream::try_stream! {
+            // Experiment id -> whether the caller may see it (owners never change).
+            let mut visible: HashMap<i64, bool> = HashMap::new();
             loop {
                 match events.recv().await {
-                    Ok(ev) if exp == 0 || ev.experiment_id == exp => yield ev,
+                    Ok(ev) if exp == 0 || ev.experiment_id == exp => {
+                        let shown = match (scope.owner(), visible.get(&ev.experiment_id)) {
+                            (None, _) => true,
+                            (Some(_), Some(v)) => *v,
+                            (Some(me), None) => {
+                                let v = c.store.experiment_owner(ev.experiment_id).await? == me;
+                                visible.insert(ev.experiment_id, v);
+                                v
+                            }
+                        };
+                        if shown {
+                            yield ev;
+                        }
+                    }
                     Ok(_) => {}
                     Err(RecvError::Lagged(n)) => {
                         tracing::warn!("a watcher fell {n} events behind");
@@ -443,7 +487,8 @@ impl Atelier for AtelierService {
         &self,
         req: Request<v1::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        download(&self.c, req.into_inner()).await
+        let scope = Scope::of(&self.c, &req)?;
+        download(&self.c, &scope, req.into_inner()).await
     }
 
     async fn push_trainset(
@@ -470,12 +515,23 @@ impl Atelier for AtelierService {
         if self.c.blobs.contains(&sha).await? {
             return self.record_push(&header, &sha, header.size, false).await;
         }
+        let limit = self.c.config.max_upload_bytes;
+        let what = || format!("trainset `{}`", header.name);
+        if header.size > limit {
+            return Err(too_large(&what(), limit));
+        }
         let mut writer = self.c.blobs.begin().await?;
         let mut received = false;
+        let mut bytes = 0u64;
         while let Some(chunk) = stream.next().await {
             match chunk?.part {
                 Some(v1::push_trainset_chunk::Part::Data(d)) => {
                     received = true;
+                    bytes += d.len() as u64;
+                    // Dropping the writer discards what it has written.
+                    if bytes > limit {
+                        return Err(too_large(&what(), limit));
+                    }
                     writer.write(&d).await?
                 }
                 _ => return Err(Status::invalid_argument("a second header in one push")),

@@ -7,7 +7,8 @@ use atelier_proto::v1::{self, worker_api_server::WorkerApi};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{download, BoxStream, Coordinator, WorkerShape};
+use super::scope::Scope;
+use super::{download, too_large, BoxStream, Coordinator, WorkerShape};
 use crate::events::{log_event, progress_event};
 use crate::scheduler::{Capacity, FreeGpu};
 use crate::store::workers::Registration;
@@ -260,10 +261,23 @@ impl WorkerApi for WorkerService {
             .store
             .check_lease(header.job_id, token(header.lease_token))
             .await?;
+        let limit = self.c.config.max_upload_bytes;
+        let what = || format!("artifact `{}` of job {}", header.name, header.job_id);
+        if header.size > limit {
+            return Err(too_large(&what(), limit));
+        }
         let mut writer = self.c.blobs.begin().await?;
+        let mut received = 0u64;
         while let Some(chunk) = stream.next().await {
             match chunk?.part {
-                Some(v1::upload_chunk::Part::Data(d)) => writer.write(&d).await?,
+                Some(v1::upload_chunk::Part::Data(d)) => {
+                    received += d.len() as u64;
+                    // Dropping the writer discards what it has written.
+                    if received > limit {
+                        return Err(too_large(&what(), limit));
+                    }
+                    writer.write(&d).await?
+                }
                 _ => return Err(Status::invalid_argument("a second header in one upload")),
             }
         }
@@ -338,7 +352,7 @@ impl WorkerApi for WorkerService {
         &self,
         req: Request<v1::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        download(&self.c, req.into_inner()).await
+        download(&self.c, &Scope::All, req.into_inner()).await
     }
 
     async fn complete(

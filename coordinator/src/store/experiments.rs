@@ -59,6 +59,18 @@ impl Store {
         source: &str,
         jobs: &[JobSpec],
     ) -> Result<(i64, Vec<i64>, Vec<super::StateChange>)> {
+        self.submit_experiment_as("", name, source, jobs).await
+    }
+
+    /// [`Store::submit_experiment`] for `owner`, the name of the caller's token
+    /// ('' when auth is off).
+    pub async fn submit_experiment_as(
+        &self,
+        owner: &str,
+        name: &str,
+        source: &str,
+        jobs: &[JobSpec],
+    ) -> Result<(i64, Vec<i64>, Vec<super::StateChange>)> {
         let now = now_ms();
         let keys: Vec<String> = jobs
             .iter()
@@ -66,11 +78,13 @@ impl Store {
             .collect();
         let mut tx = self.pool.begin().await?;
         let exp_id: i64 = sqlx::query_scalar(
-            "INSERT INTO experiments (name, source, created_at) VALUES ($1, $2, $3) RETURNING id",
+            "INSERT INTO experiments (name, source, created_at, owner) VALUES ($1, $2, $3, $4) \
+             RETURNING id",
         )
         .bind(name)
         .bind(source)
         .bind(now)
+        .bind(owner)
         .fetch_one(&mut *tx)
         .await?;
 
@@ -155,21 +169,34 @@ impl Store {
     }
 
     pub async fn list_experiments(&self, name: Option<&str>) -> Result<Vec<ExperimentCounts>> {
-        let rows: Vec<ExperimentRow> = match name {
-            Some(n) => {
-                sqlx::query_as(
-                    "SELECT id, name, created_at FROM experiments WHERE name = $1 ORDER BY id",
-                )
-                .bind(n)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query_as("SELECT id, name, created_at FROM experiments ORDER BY id")
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        };
+        self.list_experiments_of(None, name).await
+    }
+
+    /// [`Store::list_experiments`], only those `owner` submitted when given.
+    pub async fn list_experiments_of(
+        &self,
+        owner: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Vec<ExperimentCounts>> {
+        let mut sql = "SELECT id, name, created_at FROM experiments WHERE 1 = 1".to_string();
+        let mut n = 0;
+        if name.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND name = ${n}"));
+        }
+        if owner.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND owner = ${n}"));
+        }
+        sql.push_str(" ORDER BY id");
+        let mut q = sqlx::query_as(&sql);
+        if let Some(v) = name {
+            q = q.bind(v.to_string());
+        }
+        if let Some(v) = owner {
+            q = q.bind(v.to_string());
+        }
+        let rows: Vec<ExperimentRow> = q.fetch_all(&self.pool).await?;
         let counts = sqlx::query(
             "SELECT experiment_id, state, COUNT(*) AS n FROM jobs GROUP BY experiment_id, state",
         )

@@ -52,8 +52,25 @@ impl Store {
         state: Option<&str>,
         limit: Option<i64>,
     ) -> Result<Vec<JobRow>> {
+        self.list_jobs_of(None, experiment_id, state, limit).await
+    }
+
+    /// [`Store::list_jobs`], only of the experiments `owner` submitted when given.
+    pub async fn list_jobs_of(
+        &self,
+        owner: Option<&str>,
+        experiment_id: Option<i64>,
+        state: Option<&str>,
+        limit: Option<i64>,
+    ) -> Result<Vec<JobRow>> {
         let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
         let mut n = 0;
+        if owner.is_some() {
+            n += 1;
+            sql.push_str(&format!(
+                " AND experiment_id IN (SELECT id FROM experiments WHERE owner = ${n})"
+            ));
+        }
         if experiment_id.is_some() {
             n += 1;
             sql.push_str(&format!(" AND experiment_id = ${n}"));
@@ -68,6 +85,9 @@ impl Store {
             sql.push_str(&format!(" LIMIT ${n}"));
         }
         let mut q = sqlx::query_as(&sql);
+        if let Some(o) = owner {
+            q = q.bind(o.to_string());
+        }
         if let Some(e) = experiment_id {
             q = q.bind(e);
         }

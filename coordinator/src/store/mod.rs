@@ -10,8 +10,10 @@ mod experiments;
 mod jobs;
 mod leases;
 mod logs;
+mod owners;
 mod rows;
 mod stats;
+mod tokens;
 mod trainsets;
 pub mod workers;
 
@@ -21,6 +23,7 @@ pub use leases::{Capacity, LeaseGrant};
 pub use rows::{
     ArtifactRow, AttemptRow, ExperimentRow, GpuInfo, JobRow, LogRow, TrainsetRow, WorkerRow,
 };
+pub use tokens::{TokenRef, TokenRow};
 
 use std::str::FromStr;
 

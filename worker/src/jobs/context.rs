@@ -238,6 +238,13 @@ impl JobContext {
                     ));
                     return Ok(a);
                 }
+                // Over the coordinator's `max_upload_gb`: no retry can pass.
+                Err(e) if e.code() == tonic::Code::ResourceExhausted => {
+                    return Err(JobError::permanent(format!(
+                        "upload of `{name}` ({size} bytes) refused: {}",
+                        e.message()
+                    )))
+                }
                 Err(e) if is_transient(&e) => {
                     tracing::warn!(
                         job = self.job.id,

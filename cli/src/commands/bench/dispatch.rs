@@ -123,6 +123,9 @@ impl DispatchArgs {
             s3: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             lease_ttl: Duration::from_secs(30),
+            auth: false,
+            admin_token_file: data.path().join("admin.token"),
+            max_upload_bytes: u64::MAX,
             tls: None,
         };
         let running = atelier_coordinator::server::start(config)
