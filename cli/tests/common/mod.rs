@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod metrics;
+pub mod netns;
 pub mod tls;
 
 use std::net::TcpListener;
