@@ -175,8 +175,8 @@ fn refused_start(h: &Harness, cert: &std::path::Path, key: &std::path::Path) -> 
     err
 }
 
-/// Two coordinators on one PostgreSQL database and one Redis channel, TLS on; the
-/// worker and the CLI use the address list. `kill -9` of the replica everyone
+/// Two coordinators on one PostgreSQL database and one Redis channel, TLS on; two
+/// workers and the CLI use the address list. `kill -9` of the replica everyone
 /// uses: every CLI call after it succeeds, and the sweep ends with every job
 /// succeeded exactly once.
 #[test]
@@ -197,20 +197,26 @@ fn address_list_survives_a_killed_replica() {
 
     // Every process from here on gets the list.
     let env = [("ATELIER_COORDINATOR", Some(list.as_str()))];
-    let worker_log = std::fs::File::create(h.path("worker-replicas.log")).unwrap();
-    let mut worker = std::process::Command::new(common::BIN)
-        .args(["worker", "--name", "replicas", "--slots", "3"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", h.dir.path())
-        .env("ATELIER_COORDINATOR", &list)
-        .env("ATELIER_TLS_CA", &h.tls.as_ref().unwrap().ca)
-        .env("ATELIER_DATA_DIR", h.path("worker-data"))
-        .env("RUST_LOG", "info,sqlx=warn,h2=warn,tower=warn,hyper=warn")
-        .stdout(worker_log.try_clone().unwrap())
-        .stderr(worker_log)
-        .spawn()
-        .unwrap();
+    let names = ["replicas-a", "replicas-b"];
+    let mut workers: Vec<std::process::Child> = names
+        .iter()
+        .map(|name| {
+            let log = std::fs::File::create(h.path(&format!("worker-{name}.log"))).unwrap();
+            std::process::Command::new(common::BIN)
+                .args(["worker", "--name", name, "--slots", "2"])
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("HOME", h.dir.path())
+                .env("ATELIER_COORDINATOR", &list)
+                .env("ATELIER_TLS_CA", &h.tls.as_ref().unwrap().ca)
+                .env("ATELIER_DATA_DIR", h.path(&format!("{name}-data")))
+                .env("RUST_LOG", "info,sqlx=warn,h2=warn,tower=warn,hyper=warn")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
 
     let file = h.write("sweep.yaml", &noop_sweep(12, 1.0));
     let out = h.cli_env(&["submit", file.to_str().unwrap(), "--json"], &env);
@@ -268,19 +274,31 @@ fn address_list_survives_a_killed_replica() {
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-    let _ = worker.kill();
-    let _ = worker.wait();
-    let worker_log = std::fs::read_to_string(h.path("worker-replicas.log")).unwrap();
+    for w in &mut workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    let logs: Vec<String> = names
+        .iter()
+        .map(|name| std::fs::read_to_string(h.path(&format!("worker-{name}.log"))).unwrap())
+        .collect();
     assert!(
         last.iter().all(|j| j["state"] == "succeeded"),
-        "every job succeeded after the replica died: {last:#?}\nworker log:\n{worker_log}"
+        "every job succeeded after the replica died: {last:#?}\nworker logs:\n{logs:#?}"
     );
-    assert!(
-        worker_log.contains(&format!(
-            "coordinator https://127.0.0.1:{first_port} unreachable; using the others"
-        )),
-        "the worker moved to the other replica: {worker_log}"
-    );
+    for log in &logs {
+        assert!(
+            log.contains(&format!(
+                "coordinator https://127.0.0.1:{first_port} unreachable; using the others"
+            )),
+            "the worker moved to the other replica: {log}"
+        );
+    }
+    let ran_on: std::collections::BTreeSet<&str> = last
+        .iter()
+        .map(|j| j["worker_id"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(ran_on.len(), 2, "both workers ran jobs: {ran_on:?}");
     for id in ids {
         let out = h.cli_env(&["show", &id.to_string(), "--json"], &env);
         assert!(out.status.success(), "{}", stderr(&out));
