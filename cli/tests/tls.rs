@@ -221,13 +221,27 @@ fn address_list_survives_a_killed_replica() {
     let file = h.write("sweep.yaml", &noop_sweep(12, 1.0));
     let out = h.cli_env(&["submit", file.to_str().unwrap(), "--json"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
-    let ids: Vec<i64> = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-        ["job_ids"]
+    let submitted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<i64> = submitted["job_ids"]
         .as_array()
         .unwrap()
         .iter()
         .map(|i| i.as_i64().unwrap())
         .collect();
+    // `watch` follows the sweep across the kill (its event stream is on the
+    // replica that dies) and exits 0 when every job succeeded.
+    let watch_log = std::fs::File::create(h.path("watch.log")).unwrap();
+    let mut watch = std::process::Command::new(common::BIN)
+        .args(["watch", &format!("e{}", submitted["experiment_id"])])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", h.dir.path())
+        .env("ATELIER_COORDINATOR", &list)
+        .env("ATELIER_TLS_CA", &h.tls.as_ref().unwrap().ca)
+        .stdout(watch_log.try_clone().unwrap())
+        .stderr(watch_log)
+        .spawn()
+        .unwrap();
     let jobs_via_list = |h: &Harness| -> Vec<serde_json::Value> {
         let out = h.cli_env(&["jobs", "--json"], &env);
         assert!(out.status.success(), "jobs via the list: {}", stderr(&out));
@@ -274,6 +288,27 @@ fn address_list_survives_a_killed_replica() {
         }
         std::thread::sleep(Duration::from_millis(300));
     }
+    let watch_start = Instant::now();
+    let watched = loop {
+        if let Some(status) = watch.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            watch_start.elapsed() < Duration::from_secs(15),
+            "watch did not end with the sweep: {}",
+            std::fs::read_to_string(h.path("watch.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let watch_out = std::fs::read_to_string(h.path("watch.log")).unwrap_or_default();
+    assert!(
+        watched.success(),
+        "watch across the kill: {watched:?}\n{watch_out}"
+    );
+    assert!(
+        watch_out.contains("event stream lost"),
+        "watch reconnected: {watch_out}"
+    );
     for w in &mut workers {
         let _ = w.kill();
         let _ = w.wait();

@@ -2,6 +2,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use atelier_proto::v1::{self, event::Kind};
+use atelier_worker::client::{self, Backoff, UserApi};
 use tokio_stream::StreamExt;
 
 use crate::error::{CliError, CliResult, Exit};
@@ -81,10 +82,7 @@ impl Args {
             None => 0,
         };
         let tty = std::io::stdout().is_terminal() && !self.json;
-        let mut events = api
-            .watch(v1::WatchRequest { experiment_id })
-            .await?
-            .into_inner();
+        let mut events = subscribe(&mut api, experiment_id).await?;
         let mut last_draw = Instant::now() - Duration::from_secs(1);
         // Eval metrics as they arrive, shown under the table on a terminal.
         let mut metrics: Vec<String> = Vec::new();
@@ -106,8 +104,18 @@ impl Args {
                             }
                         }
                     }
+                    // Its replica died or the connection broke: subscribe again. The
+                    // table is re-read from the store, so only event lines in between
+                    // are missed.
+                    Some(Err(e)) if client::is_transient(&e) => {
+                        eprintln!("watch: event stream lost ({}); reconnecting", e.message());
+                        events = subscribe(&mut api, experiment_id).await?;
+                    }
                     Some(Err(e)) => return Err(e.into()),
-                    None => return Err(CliError::new(Exit::Unreachable, "the coordinator closed the event stream")),
+                    None => {
+                        eprintln!("watch: the coordinator closed the event stream; reconnecting");
+                        events = subscribe(&mut api, experiment_id).await?;
+                    }
                 },
                 _ = tick.tick() => {}
             }
@@ -115,15 +123,19 @@ impl Args {
                 continue;
             }
             last_draw = Instant::now();
-            let jobs = api
+            let jobs = match api
                 .list_jobs(v1::ListJobsRequest {
                     experiment_id,
                     state: String::new(),
                     limit: 0,
                 })
-                .await?
-                .into_inner()
-                .jobs;
+                .await
+            {
+                Ok(r) => r.into_inner().jobs,
+                // Drawn again at the next event or tick, on a live replica.
+                Err(e) if client::is_transient(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
             if tty {
                 let shown: Vec<v1::Job> = if experiment_id == 0 {
                     jobs.iter()
@@ -164,6 +176,25 @@ impl Args {
                 }
                 return Ok(());
             }
+        }
+    }
+}
+
+/// The event stream, retried with backoff for up to a minute while the coordinator
+/// (or every replica of it) is away.
+async fn subscribe(
+    api: &mut UserApi,
+    experiment_id: i64,
+) -> CliResult<tonic::Streaming<v1::Event>> {
+    let mut backoff = Backoff::default();
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        match api.watch(v1::WatchRequest { experiment_id }).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(e) if client::is_transient(&e) && Instant::now() < give_up => {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }
