@@ -11,15 +11,15 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use atelier_coordinator::artifacts::{s3, BlobStore, S3BlobStore, S3Config};
-use common::metrics::{scrape, Samples};
+use common::metrics::{scrape, sum, Samples};
 use common::netns::{forward, Lab};
 use common::tls::{make_certs, Certs};
-use common::{wait_until, Db, Harness};
+use common::{block_on, files_under, wait_until, Db, Harness};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -28,14 +28,6 @@ const METRICS_PORT: u16 = 9464;
 const WORKER_METRICS_PORT: u16 = 9465;
 const LEASE_TTL: f64 = 3.0;
 const JOBS: usize = 8;
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 /// Where a loopback URL's service is reached from the hosts: through a relay on
 /// the router's address.
@@ -217,22 +209,8 @@ impl Drop for Fleet {
     }
 }
 
-/// The value of a sample, 0 when the endpoint did not list it.
-fn sample(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples
-        .iter()
-        .find(|((n, l), _)| {
-            n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|(_, v)| *v)
-        .unwrap_or(0.0)
-}
-
 fn jobs_in(samples: &Samples, state: &str) -> f64 {
-    sample(
+    sum(
         samples,
         "atelier_jobs",
         &[("state", state), ("kind", "noop")],
@@ -507,10 +485,10 @@ fn a_sweep_across_namespaces_survives_a_cut_cable() {
     assert_eq!(jobs_in(last, "succeeded"), JOBS as f64);
     assert_eq!(jobs_in(last, "queued") + jobs_in(last, "running"), 0.0);
     assert!(
-        sample(last, "atelier_lease_expiries_total", &[]) >= on_w1.len() as f64,
+        sum(last, "atelier_lease_expiries_total", &[]) >= on_w1.len() as f64,
         "the lost leases are counted"
     );
-    assert!(sample(last, "atelier_artifact_uploaded_bytes_total", &[]) > 0.0);
+    assert!(sum(last, "atelier_artifact_uploaded_bytes_total", &[]) > 0.0);
     // The worker that stayed connected reports its own endpoint.
     let w2 = scrape(&format!("{}:{WORKER_METRICS_PORT}", f.lab.ip("w2")));
     assert!(
@@ -518,19 +496,4 @@ fn a_sweep_across_namespaces_survives_a_cut_cable() {
             .any(|(name, _)| name.starts_with("atelier_worker_")),
         "w2's metrics: {w2:?}"
     );
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

@@ -10,16 +10,8 @@ mod common;
 use std::time::Duration;
 
 use atelier_coordinator::artifacts::{s3, S3BlobStore, S3Config};
-use common::{fixture_trainset, Db, Harness};
+use common::{block_on, files_under, fixture_trainset, Db, Harness};
 use sha2::{Digest, Sha256};
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 #[test]
 fn prepare_jobs_store_artifacts_in_s3_and_pull_verifies_them() {
@@ -96,62 +88,10 @@ fn prepare_jobs_store_artifacts_in_s3_and_pull_verifies_them() {
     expected.sort();
     assert_eq!(keys, expected);
     let local = h.path("data/artifacts");
-    let local_files = walk(&local);
+    let local_files = files_under(&local);
     assert!(
         local_files.is_empty(),
         "files under {}: {local_files:?}",
         local.display()
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-/// A bad `artifact_store`, or a bucket that is not there, stops the coordinator at
-/// startup with an error naming the setting.
-#[test]
-fn a_bad_artifact_store_stops_the_coordinator() {
-    let endpoint = std::env::var("ATELIER_TEST_S3_ENDPOINT")
-        .unwrap_or_else(|_| "http://127.0.0.1:5000".into());
-    let h = Harness::new(Db::Sqlite);
-    let listen = format!("127.0.0.1:{}", h.port);
-    let absent = format!("s3://atelier-absent-{:016x}", rand::random::<u64>());
-    for (store, why) in [
-        ("/var/lib/atelier/artifacts", "is not s3://"),
-        (absent.as_str(), "cannot list bucket"),
-    ] {
-        let out = h.cli_env(
-            &[
-                "coordinator",
-                "--listen",
-                &listen,
-                "--artifact-store",
-                store,
-            ],
-            &[
-                ("ATELIER_S3_ENDPOINT", Some(endpoint.as_str())),
-                ("ATELIER_S3_ALLOW_HTTP", Some("true")),
-                ("AWS_ACCESS_KEY_ID", Some("test")),
-                ("AWS_SECRET_ACCESS_KEY", Some("test")),
-            ],
-        );
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{store} was accepted: {err}");
-        assert!(
-            err.contains("artifact_store") && err.contains(why),
-            "{store}: {err}"
-        );
-    }
 }

@@ -46,7 +46,7 @@ pub fn redis_url() -> String {
     std::env::var("ATELIER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -431,4 +431,20 @@ pub fn by_name<'a>(jobs: &'a [Value], name: &str) -> &'a Value {
 /// A job's result (from a `jobs --json` list), `null` when it has none.
 pub fn result_of(job: &Value) -> Value {
     serde_json::from_str(job["result_json"].as_str().unwrap_or("null")).unwrap_or(Value::Null)
+}
+
+/// Every file below `dir`, at any depth (none when it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
