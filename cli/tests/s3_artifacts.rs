@@ -95,3 +95,40 @@ fn prepare_jobs_store_artifacts_in_s3_and_pull_verifies_them() {
         local.display()
     );
 }
+
+/// A bad `artifact_store`, or a bucket that is not there, stops the coordinator at
+/// startup with an error naming the setting.
+#[test]
+fn a_bad_artifact_store_stops_the_coordinator() {
+    let endpoint = std::env::var("ATELIER_TEST_S3_ENDPOINT")
+        .unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let h = Harness::new(Db::Sqlite);
+    let listen = format!("127.0.0.1:{}", h.port);
+    let absent = format!("s3://atelier-absent-{:016x}", rand::random::<u64>());
+    for (store, why) in [
+        ("/var/lib/atelier/artifacts", "is not s3://"),
+        (absent.as_str(), "cannot list bucket"),
+    ] {
+        let out = h.cli_env(
+            &[
+                "coordinator",
+                "--listen",
+                &listen,
+                "--artifact-store",
+                store,
+            ],
+            &[
+                ("ATELIER_S3_ENDPOINT", Some(endpoint.as_str())),
+                ("ATELIER_S3_ALLOW_HTTP", Some("true")),
+                ("AWS_ACCESS_KEY_ID", Some("test")),
+                ("AWS_SECRET_ACCESS_KEY", Some("test")),
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{store} was accepted: {err}");
+        assert!(
+            err.contains("artifact_store") && err.contains(why),
+            "{store}: {err}"
+        );
+    }
+}
