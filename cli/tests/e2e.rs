@@ -232,13 +232,7 @@ fn killed_coordinator(db: Db) {
     assert!(jobs.iter().all(|j| j["state"] == "succeeded"), "{jobs:#?}");
     for id in ids {
         let j = h.job(id);
-        let succeeded = j["attempts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["outcome"] == "succeeded")
-            .count();
-        assert_eq!(succeeded, 1, "job {id} ended exactly once: {j:#}");
+        common::succeeded_once(id, &j);
         assert_eq!(
             j["artifacts"].as_array().unwrap().len(),
             1,

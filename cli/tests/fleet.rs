@@ -404,12 +404,8 @@ fn a_sweep_across_namespaces_survives_a_cut_cable() {
         let j = f.json(&alice, &["show", &id.to_string(), "--json"]);
         assert_eq!(j["job"]["state"], "succeeded", "{j:#}");
         let attempts = j["attempts"].as_array().unwrap();
-        let succeeded: Vec<&Value> = attempts
-            .iter()
-            .filter(|a| a["outcome"] == "succeeded")
-            .collect();
-        assert_eq!(succeeded.len(), 1, "job {id} ended exactly once: {j:#}");
-        workers.insert(succeeded[0]["worker_id"].as_str().unwrap().to_string());
+        let succeeded = common::succeeded_once(*id, &j);
+        workers.insert(succeeded["worker_id"].as_str().unwrap().to_string());
         if on_w1.iter().any(|(w1_id, _)| w1_id == id) {
             let outcomes: Vec<&str> = attempts
                 .iter()

@@ -338,13 +338,7 @@ fn address_list_survives_a_killed_replica() {
         let out = h.cli_env(&["show", &id.to_string(), "--json"], &env);
         assert!(out.status.success(), "{}", stderr(&out));
         let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let succeeded = j["attempts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["outcome"] == "succeeded")
-            .count();
-        assert_eq!(succeeded, 1, "job {id} ended exactly once: {j:#}");
+        common::succeeded_once(id, &j);
     }
 }
 

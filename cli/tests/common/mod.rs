@@ -448,3 +448,16 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The one succeeded attempt of a shown job (`show --json`); fails the test when
+/// the job did not end exactly once.
+pub fn succeeded_once(id: i64, shown: &Value) -> &Value {
+    let succeeded: Vec<&Value> = shown["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["outcome"] == "succeeded")
+        .collect();
+    assert_eq!(succeeded.len(), 1, "job {id} ended exactly once: {shown:#}");
+    succeeded[0]
+}
