@@ -1,6 +1,7 @@
 //! `atelier model`: make a diffusers folder with random weights from configs (for
-//! benchmarks, tests and the quick start: nothing to download), and inspect a
-//! folder: what it holds, how long it takes to load and how much memory that takes.
+//! benchmarks, tests and the quick start: nothing to download), inspect a folder
+//! (what it holds, how long it takes to load and how much memory that takes), and
+//! fuse a LoRA into a folder.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -19,6 +20,26 @@ pub enum Model {
     Init(InitArgs),
     /// Load a diffusers folder on the CPU; print parameters, sizes, load time and peak memory
     Inspect(InspectArgs),
+    /// Merge a LoRA file into a model folder and write the result as a new folder
+    Fuse(FuseArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FuseArgs {
+    /// Diffusers model folder to start from
+    pub model: PathBuf,
+    /// LoRA file (diffusers, peft or kohya keys)
+    #[arg(long)]
+    pub lora: PathBuf,
+    /// How much of the LoRA to merge (1 = as trained)
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// New folder to write (must not exist)
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -78,6 +99,7 @@ impl Model {
         tokio::task::spawn_blocking(move || match self {
             Model::Init(a) => a.run(),
             Model::Inspect(a) => a.run(),
+            Model::Fuse(a) => a.run(),
         })
         .await
         .map_err(|e| CliError::failure(e.to_string()))?
@@ -111,6 +133,37 @@ impl InitArgs {
             println!("{t}");
             println!(
                 "wrote {} in {:.1}s",
+                self.output.display(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl FuseArgs {
+    fn run(self) -> CliResult {
+        let started = Instant::now();
+        let fused = atelier_sd::fuse::fuse_lora::<Cpu>(
+            &self.model,
+            &self.lora,
+            self.scale,
+            &self.output,
+            &Default::default(),
+        )
+        .map_err(|e| CliError::invalid(e.to_string()))?;
+        if self.json {
+            print_json(&serde_json::json!({
+                "output": self.output,
+                "layers": fused.layers,
+                "written": fused.written,
+            }));
+        } else {
+            println!(
+                "merged {} into {} layers at scale {}; wrote {} in {:.1}s",
+                self.lora.display(),
+                fused.layers,
+                self.scale,
                 self.output.display(),
                 started.elapsed().as_secs_f64()
             );

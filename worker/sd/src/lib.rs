@@ -12,6 +12,7 @@
 //! - [`weights`]: memory-mapped safetensors loading and saving, keyed by module path.
 //! - [`layers`]: small building blocks shared by the models (activations, conv helpers).
 //! - [`lora`]: LoRA files (diffusers, peft, kohya) merged into linear layers.
+//! - [`fuse`]: a LoRA fused into a model folder, written as a new folder.
 //! - [`textual_inversion`]: learned embeddings for new tokens.
 //! - [`tokenizer`]: the CLIP BPE tokenizer, as transformers' `CLIPTokenizer`.
 //! - [`clip`]: `CLIPTextModel` (the text encoder).
@@ -34,6 +35,7 @@ pub mod clip;
 pub mod config;
 pub mod embeddings;
 pub mod error;
+pub mod fuse;
 pub mod layers;
 pub mod lora;
 pub mod model_folder;

@@ -14,6 +14,7 @@ mod common;
 
 use std::path::PathBuf;
 
+use atelier_sd::fuse::fuse_lora;
 use atelier_sd::model_folder::{ModelFolder, Variant};
 use atelier_sd::pipeline::StableDiffusion;
 use atelier_sd::weights::SafetensorsFile;
@@ -208,4 +209,90 @@ fn loading_an_embedding_twice_is_refused() {
     }
     assert_eq!(sd.text_encoder.vocab_rows(), rows);
     assert_eq!(sd.expansions.len(), 1);
+}
+
+/// `fuse_lora` writes a folder that loads as the base with the LoRA merged: its
+/// outputs are diffusers' `load_lora_weights` + `set_adapters` outputs within 1e-4.
+#[test]
+fn fused_folder_matches_diffusers_with_the_lora() {
+    let json = json();
+    let scale = json["lora"]["scale"].as_f64().unwrap();
+    let prompts = strings(&json["lora"]["prompts"]);
+    let file = adapters(
+        json["lora"]["layouts"]["diffusers"]["file"]
+            .as_str()
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fused");
+    let device = Default::default();
+    let fused = fuse_lora::<TestBackend>(&fixture("tiny-sd"), &file, scale, &out, &device).unwrap();
+    assert_eq!(fused.layers, LORA_LAYERS);
+
+    let folder = ModelFolder::open(&out, Variant::Auto).unwrap();
+    let sd = StableDiffusion::<TestBackend>::load(&folder, &device).unwrap();
+    let expected = expected();
+    assert_close(
+        "fused folder: text encoder",
+        sd.encode_prompts(&prompts),
+        expected
+            .tensor::<TestBackend, 3>("diffusers.text.last_hidden_state", &device)
+            .unwrap(),
+        TOLERANCE,
+    );
+    assert_close(
+        "fused folder: UNet",
+        unet_out(&sd),
+        expected
+            .tensor::<TestBackend, 4>("diffusers.unet.out", &device)
+            .unwrap(),
+        TOLERANCE,
+    );
+    // The VAE and everything else are the base folder's files, unchanged.
+    for file in [
+        "vae/diffusion_pytorch_model.safetensors",
+        "model_index.json",
+    ] {
+        assert_eq!(
+            std::fs::read(fixture("tiny-sd").join(file)).unwrap(),
+            std::fs::read(out.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+}
+
+#[test]
+fn fusing_is_refused_without_writing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let good = adapters("lora-diffusers.safetensors");
+
+    let existing = dir.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    let message = error_text(fuse_lora::<TestBackend>(
+        &fixture("tiny-sd"),
+        &good,
+        1.0,
+        &existing,
+        &device,
+    ));
+    assert!(message.contains("already exists"), "{message}");
+    assert_eq!(std::fs::read_dir(&existing).unwrap().count(), 0);
+
+    let message = error_text(fuse_lora::<TestBackend>(
+        &fixture("tiny-sd"),
+        &adapters("bad/lora-wrong-shape.safetensors"),
+        1.0,
+        &dir.path().join("fused"),
+        &device,
+    ));
+    assert!(
+        message.contains("lora-wrong-shape.safetensors"),
+        "{message}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("existing")]);
 }
