@@ -132,6 +132,68 @@ fn generate_from_a_seed_is_reproducible() {
     assert_eq!(run("a"), run("b"));
 }
 
+/// `atelier model fuse` writes a folder that generates what the base folder does
+/// with `--lora FILE:SCALE`; a second fuse into the same folder is refused.
+#[test]
+fn fused_model_generates_as_the_base_with_the_lora() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = sd_fixtures().join("tiny-sd");
+    let lora = sd_fixtures().join("adapters/lora-kohya.safetensors");
+    let fused = dir.path().join("fused");
+    let fuse = |output: &Path| {
+        atelier(&[
+            "model",
+            "fuse",
+            base.to_str().unwrap(),
+            "--lora",
+            lora.to_str().unwrap(),
+            "--scale",
+            "0.7",
+            "-o",
+            output.to_str().unwrap(),
+            "--json",
+        ])
+    };
+    let out = fuse(&fused);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["layers"], 140);
+
+    let run = |name: &str, model: &Path, extra: &[&str]| {
+        let raw = dir.path().join(format!("{name}.safetensors"));
+        let mut args = vec![
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "a lighthouse",
+            "--steps",
+            "2",
+            "--seed",
+            "7",
+            "-o",
+        ];
+        let png = dir.path().join(format!("{name}.png"));
+        args.push(png.to_str().unwrap());
+        args.extend(["--raw", raw.to_str().unwrap()]);
+        args.extend(extra);
+        let out = atelier(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        read_f32(&raw, "image").1
+    };
+    let with_lora = format!("{}:0.7", lora.display());
+    let merged_at_load = run("lora", &base, &["--lora", &with_lora]);
+    let from_fused = run("fused", &fused, &[]);
+    let plain = run("plain", &base, &[]);
+    assert_eq!(from_fused, merged_at_load);
+    assert_ne!(from_fused, plain, "the LoRA changed nothing");
+
+    let again = fuse(&fused);
+    let message = stderr(&again);
+    assert_eq!(again.status.code(), Some(3), "{message}");
+    assert!(message.contains("already exists"), "{message}");
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
