@@ -29,7 +29,7 @@ fn config(method: Method) -> TrainConfig {
         lr: 1e-3,
         rank: 2,
         alpha: 2.0,
-        resolution: 64,
+        resolution: 32,
         batch: 1,
         seed: 7,
         class_prompt: Some("a painting".into()),
