@@ -108,28 +108,35 @@ fn generate_matches_diffusers_from_the_same_latents() {
 fn generate_from_a_seed_is_reproducible() {
     let dir = tempfile::tempdir().unwrap();
     let model = sd_fixtures().join("tiny-sd-alt");
-    let run = |name: &str| {
-        let raw = dir.path().join(format!("{name}.safetensors"));
-        let out = atelier(&[
-            "generate",
-            "--model",
-            model.to_str().unwrap(),
-            "--prompt",
-            "a lighthouse",
-            "--steps",
-            "2",
-            "--seed",
-            "7",
-            "-o",
-            dir.path().join(format!("{name}.png")).to_str().unwrap(),
-            "--raw",
-            raw.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        assert!(String::from_utf8_lossy(&out.stdout).contains("seed 7"));
-        read_f32(&raw, "image").1
-    };
+    let run = |name: &str| generate_seeded(dir.path(), name, &model, &[]);
     assert_eq!(run("a"), run("b"));
+}
+
+/// `generate` of "a lighthouse", 2 steps from seed 7, with `extra` arguments; the
+/// raw image.
+fn generate_seeded(dir: &Path, name: &str, model: &Path, extra: &[&str]) -> Vec<f32> {
+    let raw = dir.join(format!("{name}.safetensors"));
+    let png = dir.join(format!("{name}.png"));
+    let mut args = vec![
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "a lighthouse",
+        "--steps",
+        "2",
+        "--seed",
+        "7",
+        "-o",
+        png.to_str().unwrap(),
+        "--raw",
+        raw.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let out = atelier(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("seed 7"));
+    read_f32(&raw, "image").1
 }
 
 /// `atelier model fuse` writes a folder that generates what the base folder does
@@ -159,32 +166,10 @@ fn fused_model_generates_as_the_base_with_the_lora() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["layers"], 140);
 
-    let run = |name: &str, model: &Path, extra: &[&str]| {
-        let raw = dir.path().join(format!("{name}.safetensors"));
-        let mut args = vec![
-            "generate",
-            "--model",
-            model.to_str().unwrap(),
-            "--prompt",
-            "a lighthouse",
-            "--steps",
-            "2",
-            "--seed",
-            "7",
-            "-o",
-        ];
-        let png = dir.path().join(format!("{name}.png"));
-        args.push(png.to_str().unwrap());
-        args.extend(["--raw", raw.to_str().unwrap()]);
-        args.extend(extra);
-        let out = atelier(&args);
-        assert!(out.status.success(), "{}", stderr(&out));
-        read_f32(&raw, "image").1
-    };
     let with_lora = format!("{}:0.7", lora.display());
-    let merged_at_load = run("lora", &base, &["--lora", &with_lora]);
-    let from_fused = run("fused", &fused, &[]);
-    let plain = run("plain", &base, &[]);
+    let merged_at_load = generate_seeded(dir.path(), "lora", &base, &["--lora", &with_lora]);
+    let from_fused = generate_seeded(dir.path(), "fused", &fused, &[]);
+    let plain = generate_seeded(dir.path(), "plain", &base, &[]);
     assert_eq!(from_fused, merged_at_load);
     assert_ne!(from_fused, plain, "the LoRA changed nothing");
 

@@ -22,10 +22,7 @@ pub struct Fused {
 }
 
 /// The components whose weights [`fuse_lora`] rewrites; everything else is copied.
-const REWRITTEN: [(&str, &str); 2] = [
-    ("unet", "diffusion_pytorch_model.safetensors"),
-    ("text_encoder", "model.safetensors"),
-];
+const REWRITTEN: [&str; 2] = ["unet", "text_encoder"];
 
 /// Writes `out`: the folder `model` with `lora` merged at `scale` into its UNet and
 /// text encoder, saved as f32. `out` must not exist yet; the folder is assembled
@@ -63,18 +60,15 @@ pub fn fuse_lora<B: Backend>(
     let staging = out.with_file_name(format!(".{name}.partial-{}", std::process::id()));
     let result = (|| {
         copy_except_weights(folder.root(), &staging, Path::new(""))?;
-        let mut written = Vec::new();
-        for (component, file) in REWRITTEN {
-            let relative = Path::new(component).join(file);
-            let path = staging.join(&relative);
-            match component {
-                "unet" => save_module(&sd.unet, &path, false)?,
-                _ => save_module(&sd.text_encoder, &path, false)?,
-            }
-            written.push(relative);
-        }
+        let unet = PathBuf::from("unet/diffusion_pytorch_model.safetensors");
+        let text_encoder = PathBuf::from("text_encoder/model.safetensors");
+        save_module(&sd.unet, &staging.join(&unet), false)?;
+        save_module(&sd.text_encoder, &staging.join(&text_encoder), false)?;
         std::fs::rename(&staging, out).map_err(|e| SdError::io(out, e))?;
-        Ok(Fused { layers, written })
+        Ok(Fused {
+            layers,
+            written: vec![unet, text_encoder],
+        })
     })();
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&staging);
@@ -108,7 +102,7 @@ fn is_rewritten_weights(relative: &Path) -> bool {
         return false;
     };
     let file = file.to_string_lossy();
-    REWRITTEN.iter().any(|(c, _)| component == *c)
+    REWRITTEN.iter().any(|c| component == *c)
         && (file.contains(".safetensors") || file.ends_with(".bin"))
 }
 
